@@ -1,0 +1,138 @@
+package mount
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// ErrStatTimeout is a statfs that did not return before its context ended;
+// it keeps running in the background and at most one runs per path.
+var ErrStatTimeout = errors.New("statfs did not return in time")
+
+// Usage is what statfs says about a mounted filesystem.
+type Usage struct {
+	TotalBytes, AvailableBytes, UsedBytes int64
+	TotalInodes, FreeInodes, UsedInodes   int64
+}
+
+// StatResult is one completed statfs.
+type StatResult struct {
+	Usage    Usage
+	Err      error // the syscall's error (an unix.Errno wrapped in *os.SyscallError), nil on success
+	Started  time.Time
+	Finished time.Time
+}
+
+// StatfsFunc is the syscall; tests substitute a fake that blocks.
+type StatfsFunc func(path string, st *unix.Statfs_t) error
+
+// Statter runs statfs calls that may hang forever (a dead hard mount) in
+// goroutines of their own, never more than one per path, and never under a
+// lock. Callers wait only as long as their context allows.
+type Statter struct {
+	statfs   StatfsFunc
+	mu       sync.Mutex
+	inflight map[string]*statCall
+	last     map[string]StatResult
+}
+
+type statCall struct {
+	done chan struct{}
+	res  StatResult
+}
+
+// NewStatter builds a Statter around fn (nil: the real unix.Statfs).
+func NewStatter(fn StatfsFunc) *Statter {
+	if fn == nil {
+		fn = unix.Statfs
+	}
+	return &Statter{statfs: fn, inflight: map[string]*statCall{}, last: map[string]StatResult{}}
+}
+
+// Statfs returns a fresh statfs of path, joining the call already in flight
+// for path if there is one. If ctx ends first it returns ErrStatTimeout and
+// the call goes on; its result is kept for Last and for the next caller.
+func (s *Statter) Statfs(ctx context.Context, path string) (StatResult, error) {
+	s.mu.Lock()
+	c, ok := s.inflight[path]
+	if !ok {
+		c = &statCall{done: make(chan struct{})}
+		s.inflight[path] = c
+		go s.do(path, c)
+	}
+	s.mu.Unlock()
+	select {
+	case <-c.done:
+		return c.res, nil
+	case <-ctx.Done():
+		return StatResult{}, fmt.Errorf("%w: %s: %w", ErrStatTimeout, path, ctx.Err())
+	}
+}
+
+func (s *Statter) do(path string, c *statCall) {
+	var st unix.Statfs_t
+	start := time.Now()
+	err := s.statfs(path, &st)
+	res := StatResult{Started: start, Finished: time.Now()}
+	if err != nil {
+		res.Err = &pathError{op: "statfs", path: path, err: err}
+	} else {
+		res.Usage = usageOf(&st)
+	}
+	s.mu.Lock()
+	c.res = res
+	delete(s.inflight, path)
+	s.last[path] = res
+	s.mu.Unlock()
+	close(c.done)
+}
+
+// InFlight reports whether a statfs of path is running, and since when.
+func (s *Statter) InFlight(path string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.inflight[path]
+	return ok
+}
+
+// Last returns the most recent completed statfs of path.
+func (s *Statter) Last(path string) (StatResult, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, ok := s.last[path]
+	return r, ok
+}
+
+// Forget drops the remembered result of path (after unstage).
+func (s *Statter) Forget(path string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.last, path)
+}
+
+func usageOf(st *unix.Statfs_t) Usage {
+	bs := int64(st.Bsize) //nolint:unconvert // Bsize is int64 on amd64 only
+	u := Usage{
+		TotalBytes:     int64(st.Blocks) * bs,
+		AvailableBytes: int64(st.Bavail) * bs,
+		UsedBytes:      (int64(st.Blocks) - int64(st.Bfree)) * bs,
+		TotalInodes:    int64(st.Files),
+		FreeInodes:     int64(st.Ffree),
+	}
+	u.UsedInodes = u.TotalInodes - u.FreeInodes
+	return u
+}
+
+// pathError keeps the errno reachable with errors.Is/As.
+type pathError struct {
+	op, path string
+	err      error
+}
+
+func (e *pathError) Error() string { return e.op + " " + e.path + ": " + e.err.Error() }
+func (e *pathError) Unwrap() error { return e.err }

@@ -1,0 +1,95 @@
+// Command smblab brings the test lab up and down, injects faults and boots the
+// qemu guest. Run as root on Debian with samba, qemu and a kernel installed
+// (hack/install-deps.sh).
+//
+//	smblab [-dir D] up
+//	smblab [-dir D] down
+//	smblab [-dir D] fault kill|start|stop|cont|part|unpart n1|n2|n3|guest|client
+//	smblab [-dir D] vm -share DIR -run PROGRAM [-timeout 20m] [-- args...]
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/csi-smb/csi-smb/test/lab"
+)
+
+const usage = `usage: smblab [-dir D] up | down | fault ACTION TARGET | vm -share DIR -run PROGRAM [-timeout D] [-- ARGS]`
+
+func main() {
+	fs := flag.NewFlagSet("smblab", flag.ExitOnError)
+	dir := fs.String("dir", "/run/csi-smb-lab", "lab state directory (absolute)")
+	_ = fs.Parse(os.Args[1:])
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, *dir, fs.Args()); err != nil {
+		fmt.Fprintln(os.Stderr, "smblab:", err)
+		var ee *lab.ExitError
+		if errors.As(err, &ee) {
+			os.Exit(ee.Code)
+		}
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, dir string, args []string) error {
+	if len(args) == 0 {
+		return errors.New(usage)
+	}
+	switch args[0] {
+	case "up":
+		l, err := lab.New(dir)
+		if err != nil {
+			return err
+		}
+		if err := l.Up(ctx); err != nil {
+			return err
+		}
+		fmt.Printf("lab up in %s: smbd n1=10.213.0.1 n2=10.213.0.2 n3=10.213.0.3 (user %s)\n", l.Dir, lab.User)
+		return nil
+	case "down":
+		l, err := lab.Load(dir)
+		if errors.Is(err, lab.ErrNotUp) {
+			l, err = lab.New(dir) // clean up namespaces left by a crashed run
+		}
+		if err != nil {
+			return err
+		}
+		return l.Down(ctx)
+	case "fault":
+		if len(args) != 3 {
+			return errors.New(usage)
+		}
+		l, err := lab.Load(dir)
+		if err != nil {
+			return err
+		}
+		return l.Fault(ctx, args[1], args[2])
+	case "vm":
+		l, err := lab.Load(dir)
+		if err != nil {
+			return err
+		}
+		return runVM(ctx, l, args[1:])
+	}
+	return errors.New(usage)
+}
+
+func runVM(ctx context.Context, l *lab.Lab, args []string) error {
+	fs := flag.NewFlagSet("vm", flag.ExitOnError)
+	var opts lab.VMOptions
+	fs.StringVar(&opts.Share, "share", "", "host directory shared with the guest as /host")
+	fs.StringVar(&opts.Run, "run", "", "program to run in the guest, relative to -share")
+	fs.DurationVar(&opts.Timeout, "timeout", 0, "kill the guest after this long (default 30m)")
+	fs.IntVar(&opts.MemoryMiB, "memory", 0, "guest memory in MiB (default 1024)")
+	_ = fs.Parse(args)
+	opts.Args = fs.Args()
+	opts.Console = os.Stdout
+	return l.RunVM(ctx, opts)
+}
