@@ -1,0 +1,159 @@
+// Package driver is the CSI gRPC surface of csi-smb: identity, controller and
+// node services. Every handler validates its request, takes the volume lock,
+// calls a domain package and maps the domain error to a gRPC code in
+// errors.go. Nothing here dials SMB or mounts directly.
+package driver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/container-storage-interface/spec/lib/go/csi"
+	"google.golang.org/grpc"
+	"k8s.io/klog/v2"
+
+	"github.com/csi-smb/csi-smb/pkg/mount"
+	"github.com/csi-smb/csi-smb/pkg/provision"
+	"github.com/csi-smb/csi-smb/pkg/smb"
+)
+
+// Mounter performs the node's mounts (pkg/mount on Linux).
+type Mounter interface {
+	MountCIFS(ctx context.Context, source, target string, options []string, creds mount.Credentials) error
+	BindMount(ctx context.Context, source, target string, readOnly bool) error
+	Unmount(ctx context.Context, target string) error
+	Find(path string) (mount.Info, bool, error)
+	List() ([]mount.Info, error)
+	Check() error
+}
+
+// Statter runs bounded, single-flight statfs calls (pkg/mount).
+type Statter interface {
+	Statfs(ctx context.Context, path string) (mount.StatResult, error)
+	Last(path string) (mount.StatResult, bool)
+	Forget(path string)
+}
+
+// OpenShare opens a pooled SMB share for the controller (pkg/smb).
+type OpenShare func(ctx context.Context, server, share string, creds smb.Credentials) (provision.FS, func(), error)
+
+// Deps are the driver's collaborators; each service needs its own subset.
+type Deps struct {
+	Mounter   Mounter          // node
+	Statter   Statter          // node
+	OpenShare OpenShare        // controller
+	Now       func() time.Time // default time.Now
+}
+
+// Driver serves the CSI services chosen by Options.Mode.
+type Driver struct {
+	csi.UnimplementedIdentityServer
+	csi.UnimplementedControllerServer
+	csi.UnimplementedNodeServer
+
+	opts  Options
+	deps  Deps
+	locks *keyLocks
+	ready bool // set by Run once serving; read by Probe under mu
+	mu    sync.Mutex
+}
+
+// New checks that the dependencies of the chosen mode are present.
+func New(opts Options, deps Deps) (*Driver, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	if opts.ServesNode() && (deps.Mounter == nil || deps.Statter == nil) {
+		return nil, errors.New("node mode needs a Mounter and a Statter")
+	}
+	if opts.ServesController() && deps.OpenShare == nil {
+		return nil, errors.New("controller mode needs OpenShare")
+	}
+	if deps.Now == nil {
+		deps.Now = time.Now
+	}
+	return &Driver{opts: opts, deps: deps, locks: newKeyLocks()}, nil
+}
+
+// Run serves gRPC on the endpoint until ctx ends, then stops gracefully.
+func (d *Driver) Run(ctx context.Context) error {
+	network, addr, err := ParseEndpoint(d.opts.Endpoint)
+	if err != nil {
+		return err
+	}
+	if network == "unix" {
+		if err := os.Remove(addr); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("remove stale socket %s: %w", addr, err)
+		}
+	}
+	lis, err := (&net.ListenConfig{}).Listen(ctx, network, addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", d.opts.Endpoint, err)
+	}
+	srv := grpc.NewServer(grpc.UnaryInterceptor(logInterceptor))
+	csi.RegisterIdentityServer(srv, d)
+	if d.opts.ServesController() {
+		csi.RegisterControllerServer(srv, d)
+	}
+	if d.opts.ServesNode() {
+		csi.RegisterNodeServer(srv, d)
+	}
+	d.mu.Lock()
+	d.ready = true
+	d.mu.Unlock()
+	klog.InfoS("serving CSI", "driver", d.opts.DriverName, "version", d.opts.Version, "mode", d.opts.Mode,
+		"endpoint", d.opts.Endpoint)
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(lis) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("grpc server: %w", err)
+	case <-ctx.Done():
+	}
+	stopped := make(chan struct{})
+	go func() { srv.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(10 * time.Second):
+		srv.Stop()
+		<-stopped
+	}
+	<-errc
+	return nil
+}
+
+// keyLocks are per-volume try-locks: a second concurrent operation on the
+// same volume gets Aborted (the CSI spec's answer), never waits.
+type keyLocks struct {
+	mu   sync.Mutex
+	held map[string]bool
+}
+
+func newKeyLocks() *keyLocks { return &keyLocks{held: map[string]bool{}} }
+
+func (l *keyLocks) tryLock(key string) (func(), error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.held[key] {
+		return nil, fmt.Errorf("%w: %s", errBusy, key)
+	}
+	l.held[key] = true
+	return func() {
+		l.mu.Lock()
+		delete(l.held, key)
+		l.mu.Unlock()
+	}, nil
+}
+
+// withDefaultTimeout bounds ctx by d when the caller set no deadline.
+func withDefaultTimeout(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, d)
+}
