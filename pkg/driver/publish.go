@@ -74,7 +74,9 @@ func (d *Driver) checkPublished(req *csi.NodePublishVolumeRequest, stage mount.I
 	if err != nil {
 		return err
 	}
-	same := func(i mount.Info) bool { return i.Major == stage.Major && i.Minor == stage.Minor && i.Root == stage.Root }
+	same := func(i mount.Info) bool {
+		return i.Major == stage.Major && i.Minor == stage.Minor && i.Root == stage.Root
+	}
 	var atTarget *mount.Info
 	others := 0
 	for i := range all {

@@ -9,12 +9,12 @@ import (
 
 // Fault actions, as the smblab command and the guest control channel name them.
 const (
-	ActKill    = "kill"    // SIGKILL smbd and its children: connections are refused/reset
-	ActStart   = "start"   // start a killed smbd again
-	ActStop    = "stop"    // SIGSTOP smbd and its children: a frozen server, TCP alive
-	ActCont    = "cont"    // SIGCONT: thaw
-	ActPart    = "part"    // set the target's bridge port down: a black hole
-	ActUnpart  = "unpart"  // bring it back
+	ActKill      = "kill"   // SIGKILL smbd and its children: connections are refused/reset
+	ActStart     = "start"  // start a killed smbd again
+	ActStop      = "stop"   // SIGSTOP smbd and its children: a frozen server, TCP alive
+	ActCont      = "cont"   // SIGCONT: thaw
+	ActPart      = "part"   // set the target's bridge port down: a black hole
+	ActUnpart    = "unpart" // bring it back
 	TargetGuest  = "guest"  // partition target: the qemu guest's tap0
 	TargetClient = "client" // partition target: the client namespace
 )
