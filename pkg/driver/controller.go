@@ -79,18 +79,17 @@ func (d *Driver) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequest)
 	defer unlock()
 	ctx, cancel := withDefaultTimeout(ctx, d.opts.SMBTimeout)
 	defer cancel()
-	fsys, release, err := d.deps.OpenShare(ctx, vol.Source.Server, vol.Source.Share, creds)
-	if err != nil {
-		if errors.Is(err, smb.ErrShareNotFound) {
-			err = fmt.Errorf("%w: parameter source %s: %w", volume.ErrInvalid, vol.Source, err)
-		}
-		return nil, toStatus(err)
+	var rec provision.Record
+	err = d.withShare(ctx, vol.Source, creds, func(fsys provision.FS) (err error) {
+		rec, err = provision.Create(ctx, fsys, provision.Request{
+			Name: req.GetName(), Volume: vol,
+			RequiredBytes: req.GetCapacityRange().GetRequiredBytes(), LimitBytes: req.GetCapacityRange().GetLimitBytes(),
+		}, d.deps.Now())
+		return err
+	})
+	if errors.Is(err, smb.ErrShareNotFound) {
+		err = fmt.Errorf("%w: parameter source %s: %w", volume.ErrInvalid, vol.Source, err)
 	}
-	defer release()
-	rec, err := provision.Create(ctx, fsys, provision.Request{
-		Name: req.GetName(), Volume: vol,
-		RequiredBytes: req.GetCapacityRange().GetRequiredBytes(), LimitBytes: req.GetCapacityRange().GetLimitBytes(),
-	}, d.deps.Now())
 	if err != nil {
 		return nil, toStatus(fmt.Errorf("volume %s: %w", req.GetName(), err))
 	}
@@ -122,16 +121,16 @@ func (d *Driver) DeleteVolume(ctx context.Context, req *csi.DeleteVolumeRequest)
 	defer unlock()
 	ctx, cancel := withDefaultTimeout(ctx, d.opts.SMBTimeout)
 	defer cancel()
-	fsys, release, err := d.deps.OpenShare(ctx, vol.Source.Server, vol.Source.Share, creds)
+	var out provision.Outcome
+	var where string
+	err = d.withShare(ctx, vol.Source, creds, func(fsys provision.FS) (err error) {
+		out, where, err = provision.Delete(ctx, fsys, vol, d.deps.Now())
+		return err
+	})
 	if errors.Is(err, smb.ErrShareNotFound) {
 		klog.InfoS("share of volume is gone: nothing to delete", "volumeID", req.GetVolumeId())
 		return &csi.DeleteVolumeResponse{}, nil
 	}
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	defer release()
-	out, where, err := provision.Delete(ctx, fsys, vol, d.deps.Now())
 	if err != nil {
 		return nil, toStatus(fmt.Errorf("volume %s: %w", req.GetVolumeId(), err))
 	}
@@ -173,7 +172,11 @@ func (d *Driver) checkExists(ctx context.Context, vol volume.Volume, secrets map
 	}
 	ctx, cancel := withDefaultTimeout(ctx, d.opts.SMBTimeout)
 	defer cancel()
-	fsys, release, err := d.deps.OpenShare(ctx, vol.Source.Server, vol.Source.Share, creds)
+	var ok bool
+	err = d.withShare(ctx, vol.Source, creds, func(fsys provision.FS) (err error) {
+		ok, err = provision.Exists(ctx, fsys, vol)
+		return err
+	})
 	switch {
 	case errors.Is(err, smb.ErrShareNotFound):
 		return fmt.Errorf("%w: %s", errNotFound, vol.Location())
@@ -182,14 +185,28 @@ func (d *Driver) checkExists(ctx context.Context, vol volume.Volume, secrets map
 		return nil
 	case err != nil:
 		return err
-	}
-	defer release()
-	ok, err := provision.Exists(ctx, fsys, vol)
-	if err != nil {
-		return err
-	}
-	if !ok {
+	case !ok:
 		return fmt.Errorf("%w: directory %s does not exist", errNotFound, vol.Location())
 	}
 	return nil
+}
+
+// withShare runs fn on a pooled share of src. When fn fails at the
+// transport level on a session that was pooled before this call (the server
+// restarted or dropped it since), it runs once more on a fresh session; the
+// provisioning operations are idempotent, so that is safe.
+func (d *Driver) withShare(ctx context.Context, src volume.Source, creds smb.Credentials, fn func(provision.FS) error) error {
+	for attempt := 0; ; attempt++ {
+		fsys, release, err := d.deps.OpenShare(ctx, src.Server, src.Share, creds)
+		if err != nil {
+			return err
+		}
+		err = fn(fsys)
+		release()
+		r, pooled := fsys.(interface{ Reused() bool })
+		if err == nil || attempt > 0 || !errors.Is(err, smb.ErrUnreachable) || !pooled || !r.Reused() || ctx.Err() != nil {
+			return err
+		}
+		klog.V(2).InfoS("pooled SMB session failed; retrying on a fresh one", "server", src.Server, "err", err)
+	}
 }

@@ -55,12 +55,14 @@ func codeOf(err error) codes.Code {
 		return codes.FailedPrecondition
 	case errors.Is(err, smb.ErrAuth), errors.Is(err, smb.ErrAccessDenied):
 		return codes.PermissionDenied
+	case errors.Is(err, smb.ErrUnreachable), errors.Is(err, mount.ErrTimeout), errors.Is(err, mount.ErrBusy):
+		// Our own bounds (a killed mount helper, a dead server) were cleaned
+		// up: nothing is in progress, so not DeadlineExceeded.
+		return codes.Unavailable
 	case errors.Is(err, context.DeadlineExceeded):
 		return codes.DeadlineExceeded
 	case errors.Is(err, context.Canceled):
 		return codes.Canceled
-	case errors.Is(err, smb.ErrUnreachable), errors.Is(err, mount.ErrTimeout), errors.Is(err, mount.ErrBusy):
-		return codes.Unavailable
 	case errors.As(err, &he):
 		return errnoCode(he.Errno())
 	}

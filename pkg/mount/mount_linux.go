@@ -25,7 +25,7 @@ type Options struct {
 	Umount         string        // util-linux umount, default "/bin/umount"
 	MountInfo      string        // default "/proc/self/mountinfo"
 	KillGrace      time.Duration // wait after SIGKILL before giving up on a helper, default 2 s
-	UnmountTimeout time.Duration // budget of the clean unmount before a lazy one, default 10 s
+	UnmountTimeout time.Duration // budget of the clean unmount before a lazy one, default 5 s
 }
 
 // Mounter runs mount helpers. It is safe for concurrent use.
@@ -63,7 +63,7 @@ func New(o Options) *Mounter {
 		o.KillGrace = 2 * time.Second
 	}
 	if o.UnmountTimeout == 0 {
-		o.UnmountTimeout = 10 * time.Second
+		o.UnmountTimeout = 5 * time.Second
 	}
 	return &Mounter{opts: o, stuck: map[string]<-chan struct{}{}}
 }
@@ -198,8 +198,16 @@ func (m *Mounter) Unmount(ctx context.Context, target string) error {
 		if ctx.Err() != nil {
 			return fmt.Errorf("unmount %s: %w", target, ctx.Err())
 		}
+		// A umount killed while the kernel tore down a dead cifs session has
+		// usually detached the mount already; only detach what is still there.
+		if mounted, merr := m.IsMountPoint(target); merr == nil && !mounted {
+			return nil
+		}
 		_, _, lerr := run(ctx, helper{path: m.opts.Umount, args: []string{"--no-canonicalize", "-l", target}}, m.opts.KillGrace)
 		if lerr != nil {
+			if mounted, merr := m.IsMountPoint(target); merr == nil && !mounted {
+				return nil
+			}
 			return fmt.Errorf("unmount %s: clean: %w; lazy: %w", target, err, lerr)
 		}
 	}

@@ -48,23 +48,27 @@ func Delete(ctx context.Context, fsys FS, v volume.Volume, now time.Time) (Outco
 	if err := fsys.Remove(ctx, RecordPath(v)); err != nil && !isNotExist(err) {
 		return "", "", fmt.Errorf("remove record: %w", err)
 	}
+	if others == 0 {
+		// Best effort: a record folder another create just wrote into is not
+		// empty and stays.
+		_ = fsys.Remove(ctx, recordDir(v))
+	}
 	return out, where, nil
 }
 
 // otherUsers counts records of other volumes on v's directory.
 func otherUsers(ctx context.Context, fsys FS, v volume.Volume) (int, error) {
-	fis, err := fsys.ReadDir(ctx, path.Join(v.Source.Path, MetaDir))
+	fis, err := fsys.ReadDir(ctx, recordDir(v))
 	if isNotExist(err) {
 		return 0, nil
 	}
 	if err != nil {
 		return 0, fmt.Errorf("list records: %w", err)
 	}
-	prefix, own := dirKey(v.SubDir)+"-", path.Base(RecordPath(v))
+	own := path.Base(RecordPath(v))
 	n := 0
 	for _, fi := range fis {
-		name := fi.Name()
-		if strings.HasPrefix(name, prefix) && strings.HasSuffix(name, ".json") && name != own {
+		if name := fi.Name(); strings.HasSuffix(name, ".json") && name != own {
 			n++
 		}
 	}

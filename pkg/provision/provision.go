@@ -1,5 +1,6 @@
 // Package provision is the controller's volume lifecycle on a share: a
-// directory per volume plus a small record per volume in <base>/.csi-smb/.
+// directory per volume plus a small record per volume in
+// <base>/.csi-smb/<digest of the directory>/<uid>.json.
 // The record makes CreateVolume idempotent across controller restarts (same
 // name and parameters: same volume; other parameters: ErrConflict) and lets
 // DeleteVolume see whether other volumes still use a directory.
@@ -40,6 +41,7 @@ var (
 // FS is what provisioning needs from a share; *smb.Share implements it.
 // Paths are relative to the share root, slash-separated.
 type FS interface {
+	Mkdir(ctx context.Context, dir string) error
 	MkdirAll(ctx context.Context, dir string) error
 	RemoveAll(ctx context.Context, path string) error
 	Remove(ctx context.Context, path string) error
@@ -76,10 +78,15 @@ func (r Request) capacity() int64 {
 	return r.LimitBytes
 }
 
-// RecordPath is where v's record lives: keyed by a digest of the directory,
-// so DeleteVolume can find every volume on a directory with one listing.
+// RecordPath is where v's record lives: in a folder per volume directory,
+// so DeleteVolume lists only the volumes that share v's directory, however
+// many volumes the share holds.
 func RecordPath(v volume.Volume) string {
-	return path.Join(v.Source.Path, MetaDir, dirKey(v.SubDir)+"-"+v.UID+".json")
+	return path.Join(recordDir(v), v.UID+".json")
+}
+
+func recordDir(v volume.Volume) string {
+	return path.Join(v.Source.Path, MetaDir, dirKey(v.SubDir))
 }
 
 func dirKey(subDir string) string {
@@ -91,16 +98,23 @@ func dirKey(subDir string) string {
 // record of the same request.
 func Create(ctx context.Context, fsys FS, req Request, now time.Time) (Record, error) {
 	v := req.Volume
-	rec, found, err := ReadRecord(ctx, fsys, v)
+	// The record folder is created first: when that succeeds the volume is
+	// new and there is no record to read, which saves a round trip on the
+	// common path.
+	err := ensureDir(ctx, fsys, recordDir(v))
+	if err != nil && !errors.Is(err, fs.ErrExist) {
+		return Record{}, fmt.Errorf("record directory: %w", err)
+	}
+	rec, found := Record{}, false
 	if err != nil {
-		return Record{}, err
+		if rec, found, err = ReadRecord(ctx, fsys, v); err != nil {
+			return Record{}, err
+		}
 	}
 	if found {
 		if err := compatible(rec, req); err != nil {
 			return Record{}, err
 		}
-	} else {
-		rec = Record{Version: 1, Name: req.Name, VolumeID: v.ID(), CapacityBytes: req.capacity(), Created: now.UTC()}
 	}
 	if err := mkdir(ctx, fsys, v.Dir()); err != nil {
 		return Record{}, err
@@ -108,9 +122,7 @@ func Create(ctx context.Context, fsys FS, req Request, now time.Time) (Record, e
 	if found {
 		return rec, nil
 	}
-	if err := fsys.MkdirAll(ctx, path.Join(v.Source.Path, MetaDir)); err != nil {
-		return Record{}, fmt.Errorf("create record directory: %w", err)
-	}
+	rec = Record{Version: 1, Name: req.Name, VolumeID: v.ID(), CapacityBytes: req.capacity(), Created: now.UTC()}
 	b, err := json.Marshal(rec)
 	if err != nil {
 		return Record{}, fmt.Errorf("encode record: %w", err)
@@ -135,11 +147,34 @@ func compatible(rec Record, req Request) error {
 	return nil
 }
 
+// mkdir creates dir with one request in the common case (its parent
+// exists), falling back to MkdirAll, and accepts an existing directory.
 func mkdir(ctx context.Context, fsys FS, dir string) error {
-	if err := fsys.MkdirAll(ctx, dir); err != nil {
-		if fi, serr := fsys.Stat(ctx, dir); serr == nil && !fi.IsDir() {
-			return fmt.Errorf("%w: %s", ErrNotDirectory, dir)
-		}
+	err := ensureDir(ctx, fsys, dir)
+	if err == nil || !errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	fi, err := fsys.Stat(ctx, dir)
+	if err != nil {
+		return fmt.Errorf("stat %s: %w", dir, err)
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("%w: %s", ErrNotDirectory, dir)
+	}
+	return nil
+}
+
+// ensureDir creates dir (parents only when missing); an existing entry is
+// reported as fs.ErrExist for the caller to judge.
+func ensureDir(ctx context.Context, fsys FS, dir string) error {
+	err := fsys.Mkdir(ctx, dir)
+	switch {
+	case err == nil, errors.Is(err, fs.ErrExist):
+		return err
+	case isNotExist(err):
+		err = fsys.MkdirAll(ctx, dir)
+	}
+	if err != nil {
 		return fmt.Errorf("create directory %s: %w", dir, err)
 	}
 	return nil
@@ -153,6 +188,9 @@ func ReadRecord(ctx context.Context, fsys FS, v volume.Volume) (Record, bool, er
 	}
 	if err != nil {
 		return Record{}, false, fmt.Errorf("read record: %w", err)
+	}
+	if len(b) == 0 {
+		return Record{}, false, nil // created but never written: a crash mid-create
 	}
 	rec, err := decodeRecord(b)
 	if err != nil {

@@ -43,15 +43,21 @@ type Options struct {
 	Dial        DialFunc      // default net.Dialer.DialContext
 	IdleTimeout time.Duration // close sessions unused this long; default 5 min
 	Port        int           // default 445
+	// MaxConns caps the connections per (server, share, credentials); a new
+	// one is dialed only when every existing one is busy. Samba serves each
+	// connection with one single-threaded smbd, so a few let concurrent
+	// CreateVolume calls use more than one server core. Default 4.
+	MaxConns int
 }
 
-// Pool shares one SMB session and tree connect per (server, share,
-// credentials) between concurrent RPCs. A session that fails at the
-// transport level is dropped and redialed on next use.
+// Pool shares SMB sessions and tree connects per (server, share,
+// credentials) between concurrent RPCs: the least busy one, growing up to
+// MaxConns under load. A session that fails at the transport level is
+// dropped and redialed on next use.
 type Pool struct {
 	opts    Options
 	mu      sync.Mutex
-	entries map[poolKey]*entry
+	entries map[poolKey][]*entry
 }
 
 type poolKey struct {
@@ -84,7 +90,10 @@ func NewPool(o Options) *Pool {
 	if o.Port == 0 {
 		o.Port = 445
 	}
-	return &Pool{opts: o, entries: map[poolKey]*entry{}}
+	if o.MaxConns <= 0 {
+		o.MaxConns = 4
+	}
+	return &Pool{opts: o, entries: map[poolKey][]*entry{}}
 }
 
 // Run closes idle sessions until ctx ends, then closes all of them.
@@ -108,16 +117,22 @@ func (p *Pool) Run(ctx context.Context) error {
 func (p *Pool) closeIdle(before time.Time, all bool) {
 	var victims []*entry
 	p.mu.Lock()
-	for k, e := range p.entries {
-		if !e.dialed() {
-			continue
-		}
-		if all || (e.refs == 0 && (e.broken || e.lastUsed.Before(before))) {
-			delete(p.entries, k)
-			e.evicted = true
-			if e.refs == 0 {
-				victims = append(victims, e)
+	for k, es := range p.entries {
+		kept := es[:0]
+		for _, e := range es {
+			if e.dialed() && (all || (e.refs == 0 && (e.broken || e.lastUsed.Before(before)))) {
+				e.evicted = true
+				if e.refs == 0 {
+					victims = append(victims, e)
+				}
+				continue
 			}
+			kept = append(kept, e)
+		}
+		if len(kept) == 0 {
+			delete(p.entries, k)
+		} else {
+			p.entries[k] = kept
 		}
 	}
 	p.mu.Unlock()
@@ -140,26 +155,12 @@ func (e *entry) dialed() bool {
 func (p *Pool) Share(ctx context.Context, server, share string, creds Credentials) (*Share, func(), error) {
 	key := poolKey{server: server, share: share, user: creds.Username, domain: creds.Domain,
 		password: sha256.Sum256([]byte(creds.Password))}
-	var stale *entry
 	p.mu.Lock()
-	e := p.entries[key]
-	if e != nil && e.broken {
-		delete(p.entries, key)
-		e.evicted = true
-		if e.refs == 0 {
-			stale = e
-		}
-		e = nil
-	}
-	fresh := e == nil
-	if fresh {
-		e = &entry{ready: make(chan struct{})}
-		p.entries[key] = e
-	}
+	e, fresh, stale := p.pick(key)
 	e.refs++
 	p.mu.Unlock()
-	if stale != nil {
-		stale.close()
+	for _, x := range stale {
+		x.close()
 	}
 	if fresh {
 		p.dial(ctx, key, e, creds)
@@ -174,7 +175,33 @@ func (p *Pool) Share(ctx context.Context, server, share string, creds Credential
 		p.release(e)
 		return nil, nil, e.err
 	}
-	return &Share{pool: p, e: e, name: share}, func() { p.release(e) }, nil
+	return &Share{pool: p, e: e, name: share, reused: !fresh}, func() { p.release(e) }, nil
+}
+
+// pick returns the least busy live entry of key, or a new one to dial when
+// all are busy and there is room. It drops broken entries; those nobody uses
+// are returned to be closed. Called with p.mu held.
+func (p *Pool) pick(key poolKey) (e *entry, fresh bool, stale []*entry) {
+	var live []*entry
+	for _, x := range p.entries[key] {
+		if x.broken {
+			x.evicted = true
+			if x.refs == 0 {
+				stale = append(stale, x)
+			}
+			continue
+		}
+		live = append(live, x)
+		if e == nil || x.refs < e.refs {
+			e = x
+		}
+	}
+	if e == nil || (e.refs > 0 && len(live) < p.opts.MaxConns) {
+		e, fresh = &entry{ready: make(chan struct{})}, true
+		live = append(live, e)
+	}
+	p.entries[key] = live
+	return e, fresh, stale
 }
 
 // release drops a reference; the last user of an evicted entry closes it.
@@ -227,8 +254,17 @@ func (p *Pool) dial(ctx context.Context, key poolKey, e *entry, creds Credential
 func (p *Pool) drop(key poolKey, e *entry) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.entries[key] == e {
+	es := p.entries[key]
+	for i, x := range es {
+		if x == e {
+			es = append(es[:i:i], es[i+1:]...)
+			break
+		}
+	}
+	if len(es) == 0 {
 		delete(p.entries, key)
+	} else {
+		p.entries[key] = es
 	}
 	e.evicted = true
 }
@@ -263,7 +299,11 @@ func (e *entry) close() {
 func (p *Pool) Len() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return len(p.entries)
+	n := 0
+	for _, es := range p.entries {
+		n += len(es)
+	}
+	return n
 }
 
 func trimBrackets(h string) string {

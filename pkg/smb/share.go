@@ -12,10 +12,16 @@ import (
 // slash-separated. Every call is bounded by its ctx; a call that fails at the
 // transport level (or times out) retires the session so the next RPC redials.
 type Share struct {
-	pool *Pool
-	e    *entry
-	name string
+	pool   *Pool
+	e      *entry
+	name   string
+	reused bool
 }
+
+// Reused reports whether the session was pooled before this handle, so a
+// transport failure may just mean the server restarted since: worth one
+// retry on a fresh session.
+func (s *Share) Reused() bool { return s.reused }
 
 func (s *Share) done(what, path string, err error) error {
 	if err == nil {
@@ -30,6 +36,12 @@ func (s *Share) done(what, path string, err error) error {
 // MkdirAll creates dir and its parents.
 func (s *Share) MkdirAll(ctx context.Context, dir string) error {
 	return s.done("mkdir", dir, s.e.share.WithContext(ctx).MkdirAll(dir, 0o777))
+}
+
+// Mkdir creates one directory; os.ErrExist if it exists, os.ErrNotExist if
+// its parent does not.
+func (s *Share) Mkdir(ctx context.Context, dir string) error {
+	return s.done("mkdir", dir, s.e.share.WithContext(ctx).Mkdir(dir, 0o777))
 }
 
 // RemoveAll deletes path and everything below it; a missing path is success.
@@ -65,20 +77,11 @@ func (s *Share) ReadFile(ctx context.Context, path string) ([]byte, error) {
 	return b, s.done("read", path, err)
 }
 
-// WriteFile writes data to path through a temporary file and a rename, so a
-// reader never sees a torn file.
+// WriteFile creates or truncates path and writes data in one WRITE request
+// (callers keep data small, so a crash leaves the old, an empty or the new
+// file, never a torn one).
 func (s *Share) WriteFile(ctx context.Context, path string, data []byte) error {
-	tmp := path + ".tmp"
-	sh := s.e.share.WithContext(ctx)
-	if err := sh.WriteFile(tmp, data, 0o644); err != nil {
-		_ = sh.Remove(tmp)
-		return s.done("write", tmp, err)
-	}
-	if err := sh.Rename(tmp, path); err != nil {
-		_ = sh.Remove(tmp)
-		return s.done("rename", tmp, err)
-	}
-	return nil
+	return s.done("write", path, s.e.share.WithContext(ctx).WriteFile(path, data, 0o644))
 }
 
 // IsNotExist reports whether err means the path does not exist.

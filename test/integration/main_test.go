@@ -57,7 +57,7 @@ func secrets() map[string]string {
 
 // controller starts the controller in-process on a unix socket and returns
 // a client for it; everything stops when the test ends.
-func controller(t *testing.T) csi.ControllerClient {
+func controller(t testing.TB) csi.ControllerClient {
 	t.Helper()
 	sock := filepath.Join(t.TempDir(), "csi.sock")
 	pool := smb.NewPool(smb.Options{})
@@ -88,7 +88,7 @@ func controller(t *testing.T) csi.ControllerClient {
 	return csi.NewControllerClient(conn)
 }
 
-func waitReady(t *testing.T, conn *grpc.ClientConn) {
+func waitReady(t testing.TB, conn *grpc.ClientConn) {
 	t.Helper()
 	id := csi.NewIdentityClient(conn)
 	deadline := time.Now().Add(10 * time.Second)

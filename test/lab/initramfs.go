@@ -135,9 +135,12 @@ func buildInitramfs(ctx context.Context, rel, work, out string) error {
 			return fmt.Errorf("initramfs: %w", err)
 		}
 	}
-	// mount.cifs must be found where util-linux and the driver look for it.
-	if err := copyFile("/usr/sbin/mount.cifs", filepath.Join(root, "sbin/mount.cifs")); err != nil {
-		return fmt.Errorf("initramfs: %w", err)
+	// The driver runs /sbin/mount.cifs, /bin/mount and /bin/umount; busybox
+	// --install does not replace files that exist, so util-linux wins.
+	for dst, src := range map[string]string{"sbin/mount.cifs": "/usr/sbin/mount.cifs", "bin/mount": "/usr/bin/mount", "bin/umount": "/usr/bin/umount"} {
+		if err := copyFile(src, filepath.Join(root, dst)); err != nil {
+			return fmt.Errorf("initramfs: %w", err)
+		}
 	}
 	if err := os.WriteFile(filepath.Join(root, "init"), []byte(guestInit), 0o755); err != nil {
 		return fmt.Errorf("initramfs: %w", err)

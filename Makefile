@@ -1,0 +1,98 @@
+SHELL := bash
+.SHELLFLAGS := -o pipefail -euc
+MAKEFLAGS += --warn-undefined-variables --no-builtin-rules
+.DEFAULT_GOAL := build
+
+export PATH := /usr/local/go/bin:$(PATH)
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X main.version=$(VERSION)
+LAB_DIR ?= /run/csi-smb-lab
+FUZZTIME ?= 10s
+BENCHSTAT := go run golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da
+OUT := _out
+VM := $(OUT)/vm
+
+.PHONY: build deps test test/unit test/fuzz test/lab test/integration test/vm demo bench bench/vm verify clean FORCE
+
+## build: the driver binary (static)
+build: bin/csi-smb
+
+bin/csi-smb: FORCE
+	CGO_ENABLED=0 go build -ldflags "$(LDFLAGS)" -o $@ ./cmd/csi-smb
+
+bin/smblab: FORCE
+	go build -o $@ ./test/lab/cmd/smblab
+
+## deps: install Samba, qemu, a kernel, busybox and Go on Debian (root)
+deps:
+	hack/install-deps.sh
+
+## test: everything: static checks, unit, fuzz, real Samba, kernel cifs in the guest
+test: deps verify test/unit test/fuzz test/lab
+
+## test/unit: unit tests, in-process csi-sanity, synctest concurrency tests
+test/unit:
+	go test -race -shuffle=on -count=1 ./...
+
+## test/fuzz: every fuzz target for FUZZTIME
+test/fuzz:
+	hack/fuzz.sh $(FUZZTIME)
+
+## test/lab: one lab for the integration and guest suites
+test/lab: bin/smblab
+	CSI_SMB_LAB_DIR=$(LAB_DIR) hack/with-lab.sh $(MAKE) --no-print-directory test/integration test/vm
+
+## test/integration: the controller against real Samba, as nobody, in the lab's client netns
+test/integration: bin/smblab
+	go test -c -tags integration -o $(OUT)/integration.test ./test/integration
+	chmod 755 $(OUT) $(OUT)/integration.test
+	CSI_SMB_LAB_DIR=$(LAB_DIR) hack/with-lab.sh ip netns exec csismb-c \
+	  setpriv --reuid=nobody --regid=nogroup --clear-groups --reset-env \
+	  env CSI_SMB_LAB_DIR=$(LAB_DIR) $(OUT)/integration.test -test.v -test.count=1 2>&1 \
+	  | grep -Ev '^[IW][0-9]{4} '
+
+## test/vm: csi-sanity, secret and dead-server tests in the qemu guest (kernel cifs)
+test/vm: bin/smblab vm-share
+	CSI_SMB_LAB_DIR=$(LAB_DIR) hack/with-lab.sh bin/smblab -dir $(LAB_DIR) vm -share $(VM) -run bin/guest.test \
+	  -timeout 40m -- -test.v -test.timeout 35m
+
+.PHONY: vm-share
+vm-share:
+	mkdir -p $(VM)/bin
+	CGO_ENABLED=0 go build -ldflags "$(LDFLAGS)" -o $(VM)/bin/csi-smb ./cmd/csi-smb
+	CGO_ENABLED=0 go test -c -tags vmguest -o $(VM)/bin/guest.test ./test/vm/guest
+	CGO_ENABLED=0 go build -o $(VM)/bin/demo ./test/vm/demo
+
+## demo: lab up, then in the guest: provision, mount, write, break, heal, unmount, delete
+demo: deps bin/smblab vm-share
+	CSI_SMB_LAB_DIR=$(LAB_DIR) hack/with-lab.sh bin/smblab -dir $(LAB_DIR) vm -share $(VM) -run bin/demo -timeout 10m \
+	  | grep -v -e '^\s*$$' -e 'SeaBIOS' -e 'iPXE' -e 'Booting from' -e 'Press Ctrl-B'
+
+## bench: controller benchmarks against real Samba (BENCHMARKS.md)
+bench: deps bin/smblab
+	go test -c -tags integration -o $(OUT)/integration.test ./test/integration
+	chmod 755 $(OUT) $(OUT)/integration.test
+	CSI_SMB_LAB_DIR=$(LAB_DIR) hack/with-lab.sh ip netns exec csismb-c \
+	  setpriv --reuid=nobody --regid=nogroup --clear-groups --reset-env \
+	  env CSI_SMB_LAB_DIR=$(LAB_DIR) $(OUT)/integration.test -test.run '^$$' -test.bench . -test.benchtime 300x -test.count 10 2>&1 \
+	  | grep -Ev '^[IW][0-9]{4} ' > $(OUT)/bench-controller.txt
+	$(BENCHSTAT) $(OUT)/bench-controller.txt
+
+## bench/vm: NodeStageVolume latency in the guest
+bench/vm: deps bin/smblab vm-share
+	CSI_SMB_LAB_DIR=$(LAB_DIR) hack/with-lab.sh bin/smblab -dir $(LAB_DIR) vm -share $(VM) -run bin/guest.test \
+	  -timeout 20m -- -test.run '^$$' -test.bench . -test.benchtime 20x -test.count 10 | tee $(OUT)/bench-vm.txt
+	$(BENCHSTAT) $(OUT)/bench-vm.txt
+
+## verify: gofmt, go vet (all build tags), go mod tidy
+verify:
+	@test -z "$$(gofmt -l cmd pkg test)" || { gofmt -l cmd pkg test; echo "run gofmt -w"; exit 1; }
+	go vet ./...
+	go vet -tags integration ./test/integration
+	go vet -tags vmguest ./test/vm/guest
+	go mod tidy -diff
+
+clean:
+	rm -rf bin $(OUT)
+
+FORCE:

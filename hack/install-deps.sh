@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs what the lab and the tests need on a fresh Debian 12 machine (root):
+# Samba, cifs-utils, qemu (TCG), a Debian kernel and busybox for the guest,
+# and Go 1.26 if the machine has none (fetched from the Go module proxy).
+set -euo pipefail
+
+GO_VERSION=${GO_VERSION:-1.26.8}
+export DEBIAN_FRONTEND=noninteractive
+
+need=()
+for pkg in samba smbclient cifs-utils qemu-system-x86 linux-image-amd64 busybox-static iproute2 util-linux kmod cpio curl unzip ca-certificates; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
+done
+if ((${#need[@]})); then
+  echo "install-deps: apt-get install ${need[*]}"
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+# The Debian samba package starts no daemon here (no systemd); the lab runs its own.
+
+go_ok() {
+  command -v go >/dev/null 2>&1 || return 1
+  local v
+  v=$(go env GOVERSION 2>/dev/null | sed 's/^go//')
+  [[ "$(printf '%s\n' "1.26" "$v" | sort -V | head -1)" == "1.26" ]]
+}
+if ! go_ok && [[ -x /usr/local/go/bin/go ]]; then
+  export PATH=/usr/local/go/bin:$PATH
+fi
+if ! go_ok; then
+  echo "install-deps: installing go${GO_VERSION} from the module proxy"
+  tmp=$(mktemp -d)
+  curl -fsSL -o "$tmp/go.zip" "https://proxy.golang.org/golang.org/toolchain/@v/v0.0.1-go${GO_VERSION}.linux-amd64.zip"
+  unzip -q "$tmp/go.zip" -d "$tmp"
+  rm -rf /usr/local/go
+  mv "$tmp/golang.org/toolchain@v0.0.1-go${GO_VERSION}.linux-amd64" /usr/local/go
+  chmod -R a+rX /usr/local/go
+  chmod a+x /usr/local/go/bin/* /usr/local/go/pkg/tool/*/* 2>/dev/null || true
+  rm -rf "$tmp"
+  export PATH=/usr/local/go/bin:$PATH
+fi
+go version

@@ -1,0 +1,241 @@
+// Command demo runs inside the lab's qemu guest: it starts the real csi-smb
+// binary and walks one volume through its life on real Samba and kernel
+// cifs, printing each step and its latency, then breaks the server (kill,
+// freeze) and shows what the driver reports until it heals.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"time"
+
+	"github.com/container-storage-interface/spec/lib/go/csi"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/csi-smb/csi-smb/pkg/driver"
+	"github.com/csi-smb/csi-smb/test/lab"
+)
+
+type demo struct {
+	node csi.NodeClient
+	ctl  csi.ControllerClient
+	ctrl *lab.Control
+	step int
+}
+
+func main() {
+	host := flag.String("host", "/host", "the 9p share with bin/csi-smb and the fault channel")
+	server := flag.String("server", "n2", "lab server to put the volume on")
+	flag.Parse()
+	if err := run(*host, *server); err != nil {
+		fmt.Fprintln(os.Stderr, "demo failed:", err)
+		os.Exit(1)
+	}
+}
+
+func run(host, server string) error {
+	ip := map[string]string{"n1": "10.213.0.1", "n2": "10.213.0.2", "n3": "10.213.0.3"}[server]
+	if ip == "" {
+		return fmt.Errorf("unknown server %q", server)
+	}
+	logf, err := os.Create("/tmp/csi-smb.log")
+	if err != nil {
+		return err
+	}
+	drv := exec.Command(filepath.Join(host, "bin", "csi-smb"), "--endpoint=unix:///tmp/csi.sock", "--mode=all",
+		"--node-id=demo-node", "--v=2", "--logtostderr")
+	drv.Stdout, drv.Stderr = logf, logf
+	if err := drv.Start(); err != nil {
+		return err
+	}
+	defer func() { _ = drv.Process.Signal(os.Interrupt); _ = drv.Wait() }()
+	conn, err := grpc.NewClient("unix:///tmp/csi.sock", grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	d := &demo{node: csi.NewNodeClient(conn), ctl: csi.NewControllerClient(conn), ctrl: lab.NewControl(filepath.Join(host, lab.ControlDir))}
+	if err := waitReady(conn); err != nil {
+		return err
+	}
+	fmt.Printf("\ncsi-smb demo: real Samba on %s (%s), kernel cifs in this qemu guest (%s)\n\n", server, ip, kernel())
+	fmt.Printf("%-4s %-28s %10s  %s\n", "", "step", "latency", "result")
+	return d.lifecycle(ip, server)
+}
+
+func (d *demo) lifecycle(ip, server string) error {
+	secrets := map[string]string{"username": lab.User, "password": lab.Password}
+	capab := &csi.VolumeCapability{AccessType: &csi.VolumeCapability_Mount{Mount: &csi.VolumeCapability_MountVolume{}},
+		AccessMode: &csi.VolumeCapability_AccessMode{Mode: csi.VolumeCapability_AccessMode_MULTI_NODE_MULTI_WRITER}}
+	name := fmt.Sprintf("pvc-demo-%d", time.Now().Unix())
+	staging := "/var/lib/kubelet/plugins/kubernetes.io/csi/" + driver.DefaultDriverName + "/demo/globalmount"
+	target := "/var/lib/kubelet/pods/demo-pod/volumes/kubernetes.io~csi/" + name + "/mount"
+	if err := os.MkdirAll(staging, 0o750); err != nil {
+		return err
+	}
+	var vol *csi.Volume
+	if err := d.do("CreateVolume", func(ctx context.Context) (string, error) {
+		r, err := d.ctl.CreateVolume(ctx, &csi.CreateVolumeRequest{Name: name, VolumeCapabilities: []*csi.VolumeCapability{capab},
+			Parameters: map[string]string{"source": "//" + ip + "/share/demo"}, Secrets: secrets})
+		vol = r.GetVolume()
+		return "id " + vol.GetVolumeId(), err
+	}); err != nil {
+		return err
+	}
+	id := vol.GetVolumeId()
+	steps := []struct {
+		name string
+		fn   func(ctx context.Context) (string, error)
+	}{
+		{"NodeStageVolume", func(ctx context.Context) (string, error) {
+			_, err := d.node.NodeStageVolume(ctx, &csi.NodeStageVolumeRequest{VolumeId: id, StagingTargetPath: staging,
+				VolumeCapability: capab, VolumeContext: vol.GetVolumeContext(), Secrets: secrets})
+			return "cifs " + vol.GetVolumeContext()["source"] + "/" + name + " on " + staging, err
+		}},
+		{"NodePublishVolume", func(ctx context.Context) (string, error) {
+			_, err := d.node.NodePublishVolume(ctx, &csi.NodePublishVolumeRequest{VolumeId: id, StagingTargetPath: staging,
+				TargetPath: target, VolumeCapability: capab})
+			return "bind mount on " + target, err
+		}},
+		{"write 1 MiB", func(context.Context) (string, error) {
+			return "hello.bin", os.WriteFile(filepath.Join(target, "hello.bin"), make([]byte, 1<<20), 0o644)
+		}},
+		{"read it back", func(context.Context) (string, error) {
+			b, err := os.ReadFile(filepath.Join(target, "hello.bin"))
+			return fmt.Sprintf("%d bytes", len(b)), err
+		}},
+		{"NodeGetVolumeStats", func(ctx context.Context) (string, error) { return d.stats(ctx, id, target) }},
+	}
+	for _, s := range steps {
+		if err := d.do(s.name, s.fn); err != nil {
+			return err
+		}
+	}
+	if err := d.breakAndHeal(id, target, server); err != nil {
+		return err
+	}
+	for _, s := range []struct {
+		name string
+		fn   func(ctx context.Context) (string, error)
+	}{
+		{"NodeUnpublishVolume", func(ctx context.Context) (string, error) {
+			_, err := d.node.NodeUnpublishVolume(ctx, &csi.NodeUnpublishVolumeRequest{VolumeId: id, TargetPath: target})
+			return "unmounted, target removed", err
+		}},
+		{"NodeUnstageVolume", func(ctx context.Context) (string, error) {
+			_, err := d.node.NodeUnstageVolume(ctx, &csi.NodeUnstageVolumeRequest{VolumeId: id, StagingTargetPath: staging})
+			return "unmounted", err
+		}},
+		{"DeleteVolume", func(ctx context.Context) (string, error) {
+			_, err := d.ctl.DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: id, Secrets: secrets})
+			return "directory deleted (onDelete=delete)", err
+		}},
+	} {
+		if err := d.do(s.name, s.fn); err != nil {
+			return err
+		}
+	}
+	fmt.Println("\ndemo finished: every step passed")
+	return nil
+}
+
+// breakAndHeal kills and then freezes the server under the published
+// volume and prints what NodeGetVolumeStats reports until it heals.
+func (d *demo) breakAndHeal(id, target, server string) error {
+	for _, f := range []struct{ what, breakIt, heal string }{
+		{"server killed", lab.ActKill, lab.ActStart},
+		{"server frozen", lab.ActStop, lab.ActCont},
+	} {
+		if err := d.do("fault: "+f.what, func(ctx context.Context) (string, error) {
+			return "smblab fault " + f.breakIt + " " + server, d.ctrl.Do(ctx, f.breakIt, server)
+		}); err != nil {
+			return err
+		}
+		if err := d.watch(id, target, true, 30*time.Second); err != nil {
+			return err
+		}
+		if err := d.do("heal: "+f.heal, func(ctx context.Context) (string, error) {
+			return "smblab fault " + f.heal + " " + server, d.ctrl.Do(ctx, f.heal, server)
+		}); err != nil {
+			return err
+		}
+		if err := d.watch(id, target, false, 60*time.Second); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// watch polls stats until the volume's condition is abnormal (or normal).
+func (d *demo) watch(id, target string, wantAbnormal bool, limit time.Duration) error {
+	start := time.Now()
+	for time.Since(start) < limit {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		r, err := d.node.NodeGetVolumeStats(ctx, &csi.NodeGetVolumeStatsRequest{VolumeId: id, VolumePath: target})
+		cancel()
+		if err != nil {
+			return fmt.Errorf("NodeGetVolumeStats must never fail on a dead mount: %w", err)
+		}
+		if abnormal, msg, _ := driver.LegacyCondition(r, 2); abnormal == wantAbnormal {
+			d.step++
+			fmt.Printf("%-4s %-28s %10s  abnormal=%v %s\n", fmt.Sprintf("%d.", d.step), "volume condition", ms(time.Since(start)), abnormal, msg)
+			return nil
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	return fmt.Errorf("volume condition did not become abnormal=%v within %v", wantAbnormal, limit)
+}
+
+func (d *demo) stats(ctx context.Context, id, target string) (string, error) {
+	r, err := d.node.NodeGetVolumeStats(ctx, &csi.NodeGetVolumeStatsRequest{VolumeId: id, VolumePath: target})
+	if err != nil {
+		return "", err
+	}
+	abnormal, msg, _ := driver.LegacyCondition(r, 2)
+	u := r.GetUsage()
+	if len(u) == 0 {
+		return "", errors.New("no usage")
+	}
+	return fmt.Sprintf("%d MiB used of %d MiB; abnormal=%v %s", u[0].GetUsed()>>20, u[0].GetTotal()>>20, abnormal, msg), nil
+}
+
+func (d *demo) do(name string, fn func(ctx context.Context) (string, error)) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	start := time.Now()
+	res, err := fn(ctx)
+	took := time.Since(start)
+	d.step++
+	if err != nil {
+		fmt.Printf("%-4s %-28s %10s  FAILED: %v\n", fmt.Sprintf("%d.", d.step), name, ms(took), err)
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	fmt.Printf("%-4s %-28s %10s  %s\n", fmt.Sprintf("%d.", d.step), name, ms(took), res)
+	return nil
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d.Microseconds())/1000) }
+
+func waitReady(conn *grpc.ClientConn) error {
+	id := csi.NewIdentityClient(conn)
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if r, err := id.Probe(context.Background(), &csi.ProbeRequest{}); err == nil && r.GetReady().GetValue() {
+			return nil
+		}
+	}
+	return errors.New("driver not ready after 30s")
+}
+
+func kernel() string {
+	b, err := os.ReadFile("/proc/sys/kernel/osrelease")
+	if err != nil {
+		return "unknown kernel"
+	}
+	return "Linux " + string(b[:len(b)-1])
+}
