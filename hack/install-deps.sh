@@ -8,7 +8,7 @@ GO_VERSION=${GO_VERSION:-1.26.8}
 export DEBIAN_FRONTEND=noninteractive
 
 need=()
-for pkg in samba smbclient cifs-utils qemu-system-x86 linux-image-amd64 busybox-static iproute2 util-linux kmod cpio curl unzip ca-certificates; do
+for pkg in samba smbclient cifs-utils qemu-system-x86 linux-image-amd64 busybox-static iproute2 util-linux kmod cpio curl unzip ca-certificates make gcc libc6-dev git; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if ((${#need[@]})); then

@@ -28,14 +28,14 @@ func capability(mode csi.VolumeCapability_AccessMode_Mode, group string, flags .
 
 var rwx = capability(csi.VolumeCapability_AccessMode_MULTI_NODE_MULTI_WRITER, "") //nolint:gochecknoglobals // read-only fixture
 
-func tctx(t *testing.T, d time.Duration) context.Context {
+func tctx(t testing.TB, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
 	return ctx
 }
 
 // volumeOn creates a volume on server (n1..n3) and deletes it at the end.
-func volumeOn(t *testing.T, server string) *csi.Volume {
+func volumeOn(t testing.TB, server string) *csi.Volume {
 	t.Helper()
 	ip := map[string]string{"n1": "10.213.0.1", "n2": "10.213.0.2", "n3": "10.213.0.3"}[server]
 	name := fmt.Sprintf("guest-%s-%d", server, time.Now().UnixNano())
@@ -57,7 +57,7 @@ func volumeOn(t *testing.T, server string) *csi.Volume {
 }
 
 // paths returns fresh staging and target paths laid out like kubelet's.
-func paths(t *testing.T) (staging, target string) {
+func paths(t testing.TB) (staging, target string) {
 	t.Helper()
 	base := t.TempDir()
 	staging = filepath.Join(base, "plugins", "globalmount")
@@ -68,7 +68,7 @@ func paths(t *testing.T) (staging, target string) {
 	return staging, target
 }
 
-func stage(t *testing.T, vol *csi.Volume, staging string, c *csi.VolumeCapability) error {
+func stage(t testing.TB, vol *csi.Volume, staging string, c *csi.VolumeCapability) error {
 	t.Helper()
 	_, err := theEnv.node.NodeStageVolume(tctx(t, 60*time.Second), &csi.NodeStageVolumeRequest{
 		VolumeId: vol.GetVolumeId(), StagingTargetPath: staging, VolumeCapability: c,
@@ -77,7 +77,7 @@ func stage(t *testing.T, vol *csi.Volume, staging string, c *csi.VolumeCapabilit
 	return err
 }
 
-func publish(t *testing.T, vol *csi.Volume, staging, target string, c *csi.VolumeCapability, ro bool) error {
+func publish(t testing.TB, vol *csi.Volume, staging, target string, c *csi.VolumeCapability, ro bool) error {
 	t.Helper()
 	_, err := theEnv.node.NodePublishVolume(tctx(t, 60*time.Second), &csi.NodePublishVolumeRequest{
 		VolumeId: vol.GetVolumeId(), StagingTargetPath: staging, TargetPath: target, VolumeCapability: c,
