@@ -38,9 +38,9 @@ test/unit:
 test/fuzz:
 	hack/fuzz.sh $(FUZZTIME)
 
-## test/lab: one lab for the integration and guest suites
+## test/lab: one lab for the integration, fault and guest suites
 test/lab: bin/smblab
-	CSI_SMB_LAB_DIR=$(LAB_DIR) hack/with-lab.sh $(MAKE) --no-print-directory test/integration test/vm
+	CSI_SMB_LAB_DIR=$(LAB_DIR) hack/with-lab.sh $(MAKE) --no-print-directory test/integration test/faults test/vm
 
 ## test/integration: the controller against real Samba, as nobody, in the lab's client netns
 test/integration: bin/smblab
@@ -51,10 +51,16 @@ test/integration: bin/smblab
 	  env CSI_SMB_LAB_DIR=$(LAB_DIR) $(OUT)/integration.test -test.v -test.count=1 2>&1 \
 	  | grep -Ev '^[IW][0-9]{4} '
 
+## test/faults: the prober against real Samba: kill, freeze, partition, slow and jittery links, CPU starvation
+SOAK ?= 1m
+test/faults: bin/smblab
+	go test -c -tags integration -o $(OUT)/faults.test ./test/faults
+	CSI_SMB_LAB_DIR=$(LAB_DIR) hack/with-lab.sh ip netns exec csismb-c \
+	  env CSI_SMB_LAB_DIR=$(LAB_DIR) CSI_SMB_SOAK=$(SOAK) $(OUT)/faults.test -test.v -test.count=1 -test.timeout 30m
+
 ## test/vm: csi-sanity, secret and dead-server tests in the qemu guest (kernel cifs)
 test/vm: bin/smblab vm-share
-	CSI_SMB_LAB_DIR=$(LAB_DIR) hack/with-lab.sh bin/smblab -dir $(LAB_DIR) vm -share $(VM) -run bin/guest.test \
-	  -timeout 40m -- -test.v -test.timeout 35m
+	CSI_SMB_LAB_DIR=$(LAB_DIR) hack/with-lab.sh hack/vm-suite.sh $(LAB_DIR) $(VM) bin/guest.test -test.v -test.timeout 35m
 
 .PHONY: vm-share
 vm-share:
@@ -78,10 +84,21 @@ bench: deps bin/smblab
 	  | grep -Ev '^[IW][0-9]{4} ' > $(OUT)/bench-controller.txt
 	$(BENCHSTAT) $(OUT)/bench-controller.txt
 
+## bench/faults: detection times (10 trials per fault) and 10-minute false-alarm runs on slow and jittery links
+bench/faults: deps bin/smblab
+	go test -c -tags integration -o $(OUT)/faults.test ./test/faults
+	CSI_SMB_LAB_DIR=$(LAB_DIR) hack/with-lab.sh ip netns exec csismb-c \
+	  env CSI_SMB_LAB_DIR=$(LAB_DIR) CSI_SMB_SOAK=10m $(OUT)/faults.test -test.v -test.run 'TestSlowAndJittery|TestStarved' \
+	  -test.bench Detection -test.benchtime 1x -test.timeout 60m | tee $(OUT)/bench-faults.txt
+
+## bench/probecost: CPU and memory of probing 1,000 servers at 1 Hz
+bench/probecost:
+	go test -run '^$$' -bench Prober1000 -benchtime 1x -count 3 ./test/probecost/ | tee $(OUT)/bench-probecost.txt
+
 ## bench/vm: NodeStageVolume latency in the guest
 bench/vm: deps bin/smblab vm-share
-	CSI_SMB_LAB_DIR=$(LAB_DIR) hack/with-lab.sh bin/smblab -dir $(LAB_DIR) vm -share $(VM) -run bin/guest.test \
-	  -timeout 20m -- -test.run '^$$' -test.bench . -test.benchtime 20x -test.count 10 | tee $(OUT)/bench-vm.txt
+	CSI_SMB_LAB_DIR=$(LAB_DIR) VM_TIMEOUT=60m hack/with-lab.sh hack/vm-suite.sh $(LAB_DIR) $(VM) bin/guest.test \
+	  -test.run '^$$' -test.bench . -test.benchtime 1x -test.count 1 -test.timeout 55m | tee $(OUT)/bench-vm.txt
 	$(BENCHSTAT) $(OUT)/bench-vm.txt
 
 ## verify: gofmt, go vet (all build tags), go mod tidy

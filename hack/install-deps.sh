@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Installs what the lab and the tests need on a fresh Debian 12 machine (root):
 # Samba, cifs-utils, qemu (TCG), a Debian kernel and busybox for the guest,
-# and Go 1.26 if the machine has none (fetched from the Go module proxy).
+# etcd for the lab's API server, Go 1.26 if the machine has none (fetched from
+# the Go module proxy), and then kube-apiserver (hack/build-kube.sh, cached).
 set -euo pipefail
 
 GO_VERSION=${GO_VERSION:-1.26.8}
 export DEBIAN_FRONTEND=noninteractive
 
 need=()
-for pkg in samba smbclient cifs-utils qemu-system-x86 linux-image-amd64 busybox-static iproute2 util-linux kmod cpio curl unzip ca-certificates make gcc libc6-dev git; do
+for pkg in samba smbclient cifs-utils qemu-system-x86 linux-image-amd64 busybox-static etcd-server iproute2 util-linux kmod cpio curl unzip ca-certificates make gcc libc6-dev git; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if ((${#need[@]})); then
@@ -16,7 +17,7 @@ if ((${#need[@]})); then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
-# The Debian samba package starts no daemon here (no systemd); the lab runs its own.
+# The Debian samba and etcd-server packages start no daemon here (no systemd); the lab runs its own.
 
 go_ok() {
   command -v go >/dev/null 2>&1 || return 1
@@ -40,3 +41,4 @@ if ! go_ok; then
   export PATH=/usr/local/go/bin:$PATH
 fi
 go version
+"$(dirname "$0")/build-kube.sh"

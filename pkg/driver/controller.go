@@ -19,6 +19,11 @@ func (d *Driver) ControllerGetCapabilities(context.Context, *csi.ControllerGetCa
 	for _, t := range []csi.ControllerServiceCapability_RPC_Type{
 		csi.ControllerServiceCapability_RPC_CREATE_DELETE_VOLUME,
 		csi.ControllerServiceCapability_RPC_SINGLE_NODE_MULTI_WRITER,
+		csi.ControllerServiceCapability_RPC_LIST_VOLUMES,
+		csi.ControllerServiceCapability_RPC_GET_VOLUME,
+		legacyControllerVolumeCondition, // external-health-monitor needs it to start
+		csi.ControllerServiceCapability_RPC_GET_VOLUME_HEALTH,
+		csi.ControllerServiceCapability_RPC_LIST_VOLUME_HEALTH,
 	} {
 		caps = append(caps, &csi.ControllerServiceCapability{Type: &csi.ControllerServiceCapability_Rpc{
 			Rpc: &csi.ControllerServiceCapability_RPC{Type: t},
@@ -94,8 +99,16 @@ func (d *Driver) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequest)
 		return nil, toStatus(fmt.Errorf("volume %s: %w", req.GetName(), err))
 	}
 	klog.InfoS("volume created", "name", req.GetName(), "volumeID", rec.VolumeID, "location", vol.Location())
+	d.deps.Catalog.Track(rec.VolumeID, vol, rec.CapacityBytes, creds)
+	volCtx := vol.Context()
+	// The node names the PVC in its health events.
+	for _, k := range []string{volume.MetaPVCName, volume.MetaPVCNamespace} {
+		if v := req.GetParameters()[k]; v != "" {
+			volCtx[k] = v
+		}
+	}
 	return &csi.CreateVolumeResponse{Volume: &csi.Volume{
-		VolumeId: rec.VolumeID, CapacityBytes: rec.CapacityBytes, VolumeContext: vol.Context(),
+		VolumeId: rec.VolumeID, CapacityBytes: rec.CapacityBytes, VolumeContext: volCtx,
 	}}, nil
 }
 
@@ -134,6 +147,7 @@ func (d *Driver) DeleteVolume(ctx context.Context, req *csi.DeleteVolumeRequest)
 	if err != nil {
 		return nil, toStatus(fmt.Errorf("volume %s: %w", req.GetVolumeId(), err))
 	}
+	d.deps.Catalog.Forget(req.GetVolumeId())
 	klog.InfoS("volume deleted", "volumeID", req.GetVolumeId(), "directory", vol.Location(), "outcome", out, "archivedAs", where)
 	return &csi.DeleteVolumeResponse{}, nil
 }

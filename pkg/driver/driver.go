@@ -17,6 +17,8 @@ import (
 	"google.golang.org/grpc"
 	"k8s.io/klog/v2"
 
+	"github.com/csi-smb/csi-smb/pkg/health"
+	"github.com/csi-smb/csi-smb/pkg/kube"
 	"github.com/csi-smb/csi-smb/pkg/mount"
 	"github.com/csi-smb/csi-smb/pkg/provision"
 	"github.com/csi-smb/csi-smb/pkg/smb"
@@ -27,6 +29,7 @@ type Mounter interface {
 	MountCIFS(ctx context.Context, source, target string, options []string, creds mount.Credentials) error
 	BindMount(ctx context.Context, source, target string, readOnly bool) error
 	Unmount(ctx context.Context, target string) error
+	Detach(ctx context.Context, target string) error
 	Find(path string) (mount.Info, bool, error)
 	List() ([]mount.Info, error)
 	Check() error
@@ -42,11 +45,20 @@ type Statter interface {
 // OpenShare opens a pooled SMB share for the controller (pkg/smb).
 type OpenShare func(ctx context.Context, server, share string, creds smb.Credentials) (provision.FS, func(), error)
 
+// EventSink tells Kubernetes about volume health changes (pkg/kube).
+type EventSink interface {
+	VolumeHealthChanged(volumeID string, v health.VolumeVerdict, objects []kube.Object)
+}
+
 // Deps are the driver's collaborators; each service needs its own subset.
 type Deps struct {
 	Mounter   Mounter          // node
 	Statter   Statter          // node
+	Monitor   VolumeMonitor    // node: volume health (optional in tests)
+	Servers   ServerVerdicts   // node: server health for NodeGetStorageHealth
+	Events    EventSink        // node: optional
 	OpenShare OpenShare        // controller
+	Catalog   VolumeCatalog    // controller: volume health (optional in tests)
 	Now       func() time.Time // default time.Now
 }
 
@@ -59,6 +71,7 @@ type Driver struct {
 	opts  Options
 	deps  Deps
 	locks *keyLocks
+	node  *nodeState
 	ready bool // set by Run once serving; read by Probe under mu
 	mu    sync.Mutex
 }
@@ -68,16 +81,25 @@ func New(opts Options, deps Deps) (*Driver, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, err
 	}
-	if opts.ServesNode() && (deps.Mounter == nil || deps.Statter == nil) {
-		return nil, errors.New("node mode needs a Mounter and a Statter")
+	if opts.ServesNode() && (deps.Mounter == nil || deps.Statter == nil || deps.Monitor == nil || deps.Servers == nil) {
+		return nil, errors.New("node mode needs a Mounter, a Statter, a Monitor and Servers")
 	}
-	if opts.ServesController() && deps.OpenShare == nil {
-		return nil, errors.New("controller mode needs OpenShare")
+	if opts.ServesController() && (deps.OpenShare == nil || deps.Catalog == nil) {
+		return nil, errors.New("controller mode needs OpenShare and a Catalog")
 	}
 	if deps.Now == nil {
 		deps.Now = time.Now
 	}
-	return &Driver{opts: opts, deps: deps, locks: newKeyLocks()}, nil
+	return &Driver{opts: opts, deps: deps, locks: newKeyLocks(), node: newNodeState()}, nil
+}
+
+// VolumeHealthChanged is the Monitor's OnChange: it passes the change on to
+// Kubernetes with the pods and PVC that use the volume.
+func (d *Driver) VolumeHealthChanged(id string, v health.VolumeVerdict) {
+	klog.InfoS("volume health changed", "volumeID", id, "state", v.State, "reason", v.Reason, "message", v.Message)
+	if d.deps.Events != nil {
+		d.deps.Events.VolumeHealthChanged(id, v, d.node.objects(id))
+	}
 }
 
 // Run serves gRPC on the endpoint until ctx ends, then stops gracefully.

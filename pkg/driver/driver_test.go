@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -15,35 +17,79 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/csi-smb/csi-smb/pkg/health"
 	"github.com/csi-smb/csi-smb/pkg/mount"
 	"github.com/csi-smb/csi-smb/pkg/mount/mounttest"
 	"github.com/csi-smb/csi-smb/pkg/provision"
 	"github.com/csi-smb/csi-smb/pkg/provision/provisiontest"
 	"github.com/csi-smb/csi-smb/pkg/smb"
+	"github.com/csi-smb/csi-smb/pkg/volume"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // harness is a driver in "all" mode over fakes.
 type harness struct {
-	d       *Driver
-	fs      *provisiontest.MemFS
-	mounter *mounttest.Fake
-	statfs  func(path string, st *unix.Statfs_t) error
-	openErr error
-	opened  []smb.Credentials
+	d        *Driver
+	fs       *provisiontest.MemFS
+	mounter  *mounttest.Fake
+	statfsMu sync.Mutex
+	statfsFn func(path string, st *unix.Statfs_t) error
+	openErr  error
+	opened   []smb.Credentials
+	servers  *fakeServers
+	monitor  *health.Monitor
+	catalog  *health.Catalog
+}
+
+// fakeServers stands in for the prober with settable verdicts.
+type fakeServers struct {
+	mu       sync.Mutex
+	verdicts map[string]health.Verdict
+}
+
+func (f *fakeServers) Acquire(string, smb.Credentials) func() { return func() {} }
+
+func (f *fakeServers) Verdict(addr string) (health.Verdict, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	v, ok := f.verdicts[addr]
+	return v, ok
+}
+
+func (f *fakeServers) Verdicts() map[string]health.Verdict {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return maps.Clone(f.verdicts)
+}
+
+func (f *fakeServers) set(addr string, v health.Verdict) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.verdicts[addr] = v
 }
 
 func newHarness(t *testing.T) *harness {
 	t.Helper()
-	h := &harness{fs: provisiontest.New(), mounter: mounttest.New()}
-	h.statfs = func(string, *unix.Statfs_t) error { return nil }
+	h := &harness{fs: provisiontest.New(), mounter: mounttest.New(), servers: &fakeServers{verdicts: map[string]health.Verdict{}}}
+	h.setStatfs(func(string, *unix.Statfs_t) error { return nil })
+	statter := mount.NewStatter(func(p string, st *unix.Statfs_t) error {
+		st.Bsize, st.Blocks, st.Bfree, st.Bavail, st.Files, st.Ffree = 4096, 100, 40, 30, 10, 4
+		h.statfsMu.Lock()
+		fn := h.statfsFn
+		h.statfsMu.Unlock()
+		return fn(p, st)
+	})
+	h.monitor = health.NewMonitor(statter, h.servers, health.MonitorOptions{})
+	h.catalog = health.NewCatalog(func(ctx context.Context, v volume.Volume, _ smb.Credentials) (bool, error) {
+		return provision.Exists(ctx, h.fs, v)
+	}, h.servers, health.CatalogOptions{})
 	deps := Deps{
 		Mounter: h.mounter,
-		Statter: mount.NewStatter(func(p string, st *unix.Statfs_t) error {
-			st.Bsize, st.Blocks, st.Bfree, st.Bavail, st.Files, st.Ffree = 4096, 100, 40, 30, 10, 4
-			return h.statfs(p, st)
-		}),
+		Statter: statter,
+		Monitor: h.monitor,
+		Servers: h.servers,
+		Catalog: h.catalog,
 		OpenShare: func(ctx context.Context, server, share string, c smb.Credentials) (provision.FS, func(), error) {
 			h.opened = append(h.opened, c)
 			if h.openErr != nil {
@@ -53,13 +99,21 @@ func newHarness(t *testing.T) *harness {
 		},
 		Now: func() time.Time { return time.Date(2026, 11, 21, 0, 0, 0, 0, time.UTC) },
 	}
-	d, err := New(Options{Endpoint: "unix:///tmp/x.sock", Mode: ModeAll, DriverName: DefaultDriverName, NodeID: "n1",
-		MountTimeout: time.Second, SMBTimeout: time.Second, StatsTimeout: 200 * time.Millisecond}, deps)
+	opts := DefaultOptions()
+	opts.Endpoint, opts.NodeID, opts.MountTimeout, opts.SMBTimeout, opts.StatsTimeout = "unix:///tmp/x.sock", "n1", time.Second, time.Second, 200*time.Millisecond
+	d, err := New(opts, deps)
 	if err != nil {
 		t.Fatal(err)
 	}
 	h.d = d
 	return h
+}
+
+// setStatfs replaces what the fake statfs does.
+func (h *harness) setStatfs(fn func(string, *unix.Statfs_t) error) {
+	h.statfsMu.Lock()
+	defer h.statfsMu.Unlock()
+	h.statfsFn = fn
 }
 
 func mountCap(mode csi.VolumeCapability_AccessMode_Mode) *csi.VolumeCapability {
@@ -309,8 +363,8 @@ func TestErrnoCodes(t *testing.T) {
 }
 
 func TestOptionsValidate(t *testing.T) {
-	good := Options{Endpoint: "unix:///csi/csi.sock", Mode: ModeNode, DriverName: DefaultDriverName, NodeID: "n",
-		MountTimeout: time.Second, SMBTimeout: time.Second, StatsTimeout: time.Second}
+	good := DefaultOptions()
+	good.Mode, good.NodeID = ModeNode, "n"
 	if err := good.Validate(); err != nil {
 		t.Fatal(err)
 	}

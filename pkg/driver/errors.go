@@ -17,6 +17,7 @@ import (
 // Driver-level domain errors.
 var (
 	errBusy         = errors.New("another operation on this volume is in progress")
+	errAborted      = errors.New("aborted")
 	errNotFound     = errors.New("volume not found")
 	errNotStaged    = errors.New("volume is not staged")
 	errIncompatible = errors.New("already mounted with an incompatible source or mode")
@@ -44,7 +45,7 @@ func codeOf(err error) codes.Code {
 	case errors.Is(err, errRequired), errors.Is(err, volume.ErrInvalid), errors.Is(err, mount.ErrInvalidOption),
 		errors.Is(err, errUnsupported):
 		return codes.InvalidArgument
-	case errors.Is(err, errBusy):
+	case errors.Is(err, errBusy), errors.Is(err, errAborted):
 		return codes.Aborted
 	case errors.Is(err, errNotFound), errors.Is(err, volume.ErrMalformedID), errors.Is(err, smb.ErrShareNotFound):
 		return codes.NotFound

@@ -12,6 +12,8 @@ import (
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"k8s.io/klog/v2"
 
+	"github.com/csi-smb/csi-smb/pkg/health"
+	"github.com/csi-smb/csi-smb/pkg/kube"
 	"github.com/csi-smb/csi-smb/pkg/mount"
 	"github.com/csi-smb/csi-smb/pkg/volume"
 )
@@ -23,7 +25,8 @@ func (d *Driver) NodeGetInfo(context.Context, *csi.NodeGetInfoRequest) (*csi.Nod
 
 // NodeGetCapabilities advertises staging, stats, the legacy volume
 // condition (removed from spec v1.13, still read by kubelets <= 1.36),
-// single-node multi-writer and fsGroup via VOLUME_MOUNT_GROUP.
+// single-node multi-writer, fsGroup via VOLUME_MOUNT_GROUP and the v1.13
+// volume and storage health RPCs.
 func (d *Driver) NodeGetCapabilities(context.Context, *csi.NodeGetCapabilitiesRequest) (*csi.NodeGetCapabilitiesResponse, error) {
 	var caps []*csi.NodeServiceCapability
 	for _, t := range []csi.NodeServiceCapability_RPC_Type{
@@ -32,6 +35,8 @@ func (d *Driver) NodeGetCapabilities(context.Context, *csi.NodeGetCapabilitiesRe
 		legacyNodeVolumeCondition,
 		csi.NodeServiceCapability_RPC_SINGLE_NODE_MULTI_WRITER,
 		csi.NodeServiceCapability_RPC_VOLUME_MOUNT_GROUP,
+		csi.NodeServiceCapability_RPC_GET_VOLUME_HEALTH,
+		csi.NodeServiceCapability_RPC_GET_STORAGE_HEALTH,
 	} {
 		caps = append(caps, &csi.NodeServiceCapability{Type: &csi.NodeServiceCapability_Rpc{
 			Rpc: &csi.NodeServiceCapability_RPC{Type: t},
@@ -123,21 +128,28 @@ func (d *Driver) NodeStageVolume(ctx context.Context, req *csi.NodeStageVolumeRe
 	}
 	defer unlock()
 	staging, source := filepath.Clean(req.GetStagingTargetPath()), vol.Location().String()
-	done, err := d.checkStaged(ctx, staging, source)
-	if err != nil || done {
-		return &csi.NodeStageVolumeResponse{}, toStatus(err)
-	}
-	if err := os.MkdirAll(staging, 0o750); err != nil {
-		return nil, toStatus(fmt.Errorf("create staging path: %w", err))
-	}
-	mctx, cancel := context.WithTimeout(ctx, d.opts.MountTimeout)
-	defer cancel()
 	mc := mount.Credentials{Username: creds.Username, Password: creds.Password, Domain: creds.Domain}
-	if err := d.deps.Mounter.MountCIFS(mctx, source, staging, opts, mc); err != nil {
-		return nil, toStatus(fmt.Errorf("volume %s: mount %s: %w", req.GetVolumeId(), source, err))
+	st := &staged{vol: vol, staging: staging, source: source, options: opts, creds: mc,
+		claim: kube.ObjectsFromContext(req.GetVolumeContext())}
+	done, err := d.checkStaged(ctx, staging, source)
+	if err != nil {
+		return nil, toStatus(err)
 	}
-	d.deps.Statter.Forget(staging)
-	klog.InfoS("volume staged", "volumeID", req.GetVolumeId(), "source", source, "staging", staging, "options", strings.Join(opts, ","))
+	if !done {
+		if err := os.MkdirAll(staging, 0o750); err != nil {
+			return nil, toStatus(fmt.Errorf("create staging path: %w", err))
+		}
+		mctx, cancel := context.WithTimeout(ctx, d.opts.MountTimeout)
+		err := d.deps.Mounter.MountCIFS(mctx, source, staging, opts, mc)
+		cancel()
+		if err != nil {
+			return nil, toStatus(fmt.Errorf("volume %s: mount %s: %w", req.GetVolumeId(), source, err))
+		}
+		d.deps.Statter.Forget(staging)
+		klog.InfoS("volume staged", "volumeID", req.GetVolumeId(), "source", source, "staging", staging, "options", strings.Join(opts, ","))
+	}
+	d.node.put(req.GetVolumeId(), st)
+	d.watch(ctx, req.GetVolumeId(), st)
 	return &csi.NodeStageVolumeResponse{}, nil
 }
 
@@ -183,9 +195,17 @@ func (d *Driver) NodeUnstageVolume(ctx context.Context, req *csi.NodeUnstageVolu
 	}
 	defer unlock()
 	staging := filepath.Clean(req.GetStagingTargetPath())
-	if err := d.deps.Mounter.Unmount(ctx, staging); err != nil {
+	unmount := d.deps.Mounter.Unmount
+	if v, ok := d.deps.Monitor.Verdict(req.GetVolumeId()); ok && v.State == health.StateUnreachable {
+		// Nothing can be flushed to a server that does not answer; a clean
+		// unmount would only wait for a tree disconnect.
+		unmount = d.deps.Mounter.Detach
+	}
+	d.deps.Monitor.Remove(req.GetVolumeId())
+	if err := unmount(ctx, staging); err != nil {
 		return nil, toStatus(fmt.Errorf("volume %s: %w", req.GetVolumeId(), err))
 	}
+	d.node.drop(req.GetVolumeId())
 	d.deps.Statter.Forget(staging)
 	klog.InfoS("volume unstaged", "volumeID", req.GetVolumeId(), "staging", staging)
 	return &csi.NodeUnstageVolumeResponse{}, nil

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/codes"
 
+	"github.com/csi-smb/csi-smb/pkg/health"
 	"github.com/csi-smb/csi-smb/pkg/mount"
 )
 
@@ -87,7 +88,7 @@ func TestNodeStageMountsWithOptionsAndIsIdempotent(t *testing.T) {
 		t.Fatalf("staged %d times, want 1 (second call finds a healthy mount)", len(h.mounter.Calls))
 	}
 	call := h.mounter.Calls[0]
-	want := []string{"echo_interval=5", "nosharesock", "vers=3.0", "hard", "gid=2000", "dir_mode=0775", "file_mode=0775"}
+	want := []string{"echo_interval=5", "nosharesock", "nohandlecache", "vers=3.0", "hard", "gid=2000", "dir_mode=0775", "file_mode=0775"}
 	if call.Source != "//srv/share/pvc-1" || !slices.Equal(call.Options, want) {
 		t.Fatalf("mount %s %v, want //srv/share/pvc-1 %v", call.Source, call.Options, want)
 	}
@@ -109,7 +110,7 @@ func TestNodeStageRemountsBrokenMount(t *testing.T) {
 	if _, err := h.d.NodeStageVolume(context.Background(), stageReq(vol, st, rwx)); err != nil {
 		t.Fatal(err)
 	}
-	h.statfs = func(string, *unix.Statfs_t) error { return unix.EHOSTDOWN }
+	h.setStatfs(func(string, *unix.Statfs_t) error { return unix.EHOSTDOWN })
 	unmounts := 0
 	h.mounter.UnmountHook = func(context.Context, string) error { unmounts++; return nil }
 	if _, err := h.d.NodeStageVolume(context.Background(), stageReq(vol, st, rwx)); err != nil {
@@ -171,6 +172,25 @@ func TestPublishAndUnpublish(t *testing.T) {
 	}
 }
 
+// TestUnstageDetachesWhenTheServerIsDown: with the volume's server known
+// unreachable, unstage detaches lazily instead of waiting for a clean
+// unmount nobody will answer.
+func TestUnstageDetachesWhenTheServerIsDown(t *testing.T) {
+	h := newHarness(t)
+	vol := h.volume(t)
+	st, _ := staging(t)
+	if _, err := h.d.NodeStageVolume(context.Background(), stageReq(vol, st, rwx)); err != nil {
+		t.Fatal(err)
+	}
+	h.servers.set("srv:445", health.Verdict{State: health.StateUnreachable, Reason: health.ReasonUnreachable})
+	if _, err := h.d.NodeUnstageVolume(context.Background(), &csi.NodeUnstageVolumeRequest{VolumeId: vol.GetVolumeId(), StagingTargetPath: st}); err != nil {
+		t.Fatal(err)
+	}
+	if h.mounter.Detaches != 1 || h.mounter.Mounted(st) {
+		t.Fatalf("%d detaches, mounted=%v; want a lazy detach", h.mounter.Detaches, h.mounter.Mounted(st))
+	}
+}
+
 func TestUnmountFailureIsReported(t *testing.T) {
 	h := newHarness(t)
 	vol := h.volume(t)
@@ -222,59 +242,169 @@ func TestStatsCodes(t *testing.T) {
 	}
 }
 
-// TestStatsAnswerWhileStatfsHangs: a statfs that never returns (a dead hard
-// mount) costs each caller StatsTimeout, never more, and the answer is a
-// success with the last good usage and an abnormal condition.
-func TestStatsAnswerWhileStatfsHangs(t *testing.T) {
+// TestStatsAndHealthFollowTheMonitor: with the mount's statfs hanging (a
+// dead server), stats and health answer at once from the monitor, with the
+// last good usage and the reason, and recover with the mount.
+func TestStatsAndHealthFollowTheMonitor(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := newHarness(t)
 		vol := h.volume(t)
-		st := "/var/lib/kubelet/plugins/x/globalmount"
-		if err := h.mounter.MountCIFS(context.Background(), "//srv/share/pvc-1", st, nil, mount.Credentials{}); err != nil {
+		st, _ := staging(t)
+		if _, err := h.d.NodeStageVolume(context.Background(), stageReq(vol, st, rwx)); err != nil {
 			t.Fatal(err)
 		}
-		req := &csi.NodeGetVolumeStatsRequest{VolumeId: vol.GetVolumeId(), VolumePath: st}
-		if _, err := h.d.NodeGetVolumeStats(context.Background(), req); err != nil {
-			t.Fatal(err)
-		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error)
+		go func() { done <- h.monitor.Run(ctx) }()
+		stats := &csi.NodeGetVolumeStatsRequest{VolumeId: vol.GetVolumeId(), VolumePath: st}
+		healthReq := &csi.NodeGetVolumeHealthRequest{VolumeId: vol.GetVolumeId(), StagingTargetPath: st}
 		hang := make(chan struct{})
-		h.statfs = func(string, *unix.Statfs_t) error { <-hang; return unix.EHOSTDOWN }
-		for range 5 {
-			start := time.Now()
-			resp, err := h.d.NodeGetVolumeStats(context.Background(), req)
-			if err != nil {
-				t.Fatal(err)
+		h.setStatfs(func(string, *unix.Statfs_t) error { <-hang; return nil })
+		defer func() {
+			select {
+			case <-hang:
+			default:
+				close(hang)
 			}
-			if took := time.Since(start); took != 200*time.Millisecond {
-				t.Fatalf("took %v, want exactly StatsTimeout", took)
-			}
-			abnormal, msg, _ := LegacyCondition(resp, legacyStatsConditionField)
-			if !abnormal || !strings.HasPrefix(msg, "MountStalled") || resp.GetUsage()[0].GetTotal() != 400<<10 {
-				t.Fatalf("condition %v %q usage %v", abnormal, msg, resp.GetUsage())
-			}
+			cancel()
+			<-done
+			synctest.Wait()
+		}()
+		time.Sleep(5 * time.Second)
+		start := time.Now()
+		resp, err := h.d.NodeGetVolumeStats(context.Background(), stats)
+		if err != nil || time.Since(start) != 0 {
+			t.Fatalf("stats on a hung mount: %v after %v; must answer at once", err, time.Since(start))
+		}
+		abnormal, msg, _ := LegacyCondition(resp, legacyStatsConditionField)
+		if !abnormal || !strings.HasPrefix(msg, health.ReasonMountStalled) || resp.GetUsage()[0].GetTotal() != 400<<10 {
+			t.Fatalf("condition %v %q usage %v", abnormal, msg, resp.GetUsage())
+		}
+		hr, err := h.d.NodeGetVolumeHealth(context.Background(), healthReq)
+		if err != nil || len(hr.GetVolumeHealth().GetHealthStatuses()) != 1 ||
+			hr.GetVolumeHealth().GetHealthStatuses()[0].GetStatus() != csi.VolumeHealthErrorType_INACCESSIBLE {
+			t.Fatalf("health on a hung mount: %v %v", hr, err)
 		}
 		close(hang)
-		synctest.Wait()
-		resp, _ := h.d.NodeGetVolumeStats(context.Background(), req)
-		if _, msg, _ := LegacyCondition(resp, legacyStatsConditionField); !strings.HasPrefix(msg, "volume is healthy") && !strings.Contains(msg, "ServerUnreachable") {
-			t.Fatalf("after the hang ended: %q", msg)
+		time.Sleep(5 * time.Second)
+		resp, _ = h.d.NodeGetVolumeStats(context.Background(), stats)
+		if abnormal, msg, _ := LegacyCondition(resp, legacyStatsConditionField); abnormal {
+			t.Fatalf("after the mount recovered: %q", msg)
+		}
+		hr, _ = h.d.NodeGetVolumeHealth(context.Background(), healthReq)
+		if len(hr.GetVolumeHealth().GetHealthStatuses()) != 0 {
+			t.Fatalf("healthy volume reports %v", hr.GetVolumeHealth().GetHealthStatuses())
+		}
+		if _, err := h.d.NodeUnstageVolume(context.Background(), &csi.NodeUnstageVolumeRequest{VolumeId: vol.GetVolumeId(), StagingTargetPath: st}); err != nil {
+			t.Fatal(err)
 		}
 	})
 }
 
-func TestDescribeStatFailure(t *testing.T) {
-	for err, prefix := range map[error]string{
-		&os.PathError{Err: unix.EHOSTDOWN}:    "ServerUnreachable",
-		&os.PathError{Err: errnoENOTSUPP}:     "MountStalled",
-		&os.PathError{Err: unix.EDEADLK}:      "MountStalled",
-		&os.PathError{Err: unix.ESTALE}:       "MountStalled",
-		&os.PathError{Err: unix.EACCES}:       "AccessDenied",
-		mount.ErrStatTimeout:                  "MountStalled",
-		errors.New("something else entirely"): "MountStalled",
-	} {
-		if got := describeStatFailure(err, time.Second); !strings.HasPrefix(got, prefix) {
-			t.Errorf("%v -> %q, want prefix %q", err, got, prefix)
+func TestServerVerdictsReachVolumesAndStorageHealth(t *testing.T) {
+	h := newHarness(t)
+	vol := h.volume(t)
+	st, _ := staging(t)
+	if _, err := h.d.NodeStageVolume(context.Background(), stageReq(vol, st, rwx)); err != nil {
+		t.Fatal(err)
+	}
+	h.servers.set("srv:445", health.Verdict{State: health.StateUnreachable, Reason: health.ReasonUnreachable, Message: "2 probes failed"})
+	h.servers.set("other:445", health.Verdict{State: health.StateDegraded, Reason: health.ReasonSlow, Message: "round trip 1.5s"})
+	h.servers.set("fine:445", health.Verdict{State: health.StateHealthy, Reason: health.ReasonReachable})
+	hr, err := h.d.NodeGetVolumeHealth(context.Background(), &csi.NodeGetVolumeHealthRequest{VolumeId: vol.GetVolumeId()})
+	if err != nil || hr.GetVolumeHealth().GetHealthStatuses()[0].GetReason() != health.ReasonUnreachable {
+		t.Fatalf("volume on an unreachable server: %v %v", hr, err)
+	}
+	sh, err := h.d.NodeGetStorageHealth(context.Background(), &csi.NodeGetStorageHealthRequest{})
+	if err != nil || len(sh.GetBackendHealth()) != 2 {
+		t.Fatalf("storage health %v %v, want 2 unhealthy servers", sh, err)
+	}
+	if b := sh.GetBackendHealth()[1]; b.GetStatus() != csi.StorageHealthErrorType_STORAGE_UNREACHABLE || b.GetReason() != health.ReasonUnreachable {
+		t.Fatalf("srv entry %v", b)
+	}
+	if _, err := h.d.NodeGetVolumeHealth(context.Background(), &csi.NodeGetVolumeHealthRequest{}); code(err) != codes.InvalidArgument {
+		t.Fatalf("no id: %v", err)
+	}
+	if _, err := h.d.NodeGetVolumeHealth(context.Background(), &csi.NodeGetVolumeHealthRequest{VolumeId: "nope"}); code(err) != codes.NotFound {
+		t.Fatalf("unknown volume: %v", err)
+	}
+	h.monitor.Remove(vol.GetVolumeId())
+}
+
+// TestAdoptsVolumesStagedBeforeARestart: a volume mounted by an earlier
+// plugin process is watched from the first stats call that names it.
+func TestAdoptsVolumesStagedBeforeARestart(t *testing.T) {
+	h := newHarness(t)
+	vol := h.volume(t)
+	st := "/var/lib/kubelet/plugins/x/globalmount"
+	if err := h.mounter.MountCIFS(context.Background(), "//srv/share/pvc-1", st, nil, mount.Credentials{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.d.NodeGetVolumeStats(context.Background(), &csi.NodeGetVolumeStatsRequest{VolumeId: vol.GetVolumeId(), VolumePath: st}); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := h.monitor.Verdict(vol.GetVolumeId()); !ok {
+		t.Fatal("mounted volume not adopted")
+	}
+	static := "/var/lib/kubelet/pods/p/volumes/static"
+	if err := h.mounter.MountCIFS(context.Background(), "//10.0.0.9/data/dir", static, nil, mount.Credentials{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.d.NodeGetVolumeStats(context.Background(), &csi.NodeGetVolumeStatsRequest{VolumeId: "static-pv-handle", VolumePath: static}); err != nil {
+		t.Fatalf("static volume: %v", err)
+	}
+}
+
+func TestControllerHealthAndListing(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	var ids []string
+	for _, n := range []string{"pvc-a", "pvc-b", "pvc-c"} {
+		r, err := h.d.CreateVolume(ctx, createReq(n))
+		if err != nil {
+			t.Fatal(err)
 		}
+		ids = append(ids, r.GetVolume().GetVolumeId())
+	}
+	page, err := h.d.ListVolumes(ctx, &csi.ListVolumesRequest{MaxEntries: 2})
+	if err != nil || len(page.GetEntries()) != 2 || page.GetNextToken() != "2" {
+		t.Fatalf("first page %v %v", page, err)
+	}
+	rest, err := h.d.ListVolumes(ctx, &csi.ListVolumesRequest{StartingToken: page.GetNextToken()})
+	if err != nil || len(rest.GetEntries()) != 1 || rest.GetNextToken() != "" {
+		t.Fatalf("second page %v %v", rest, err)
+	}
+	if _, err := h.d.ListVolumes(ctx, &csi.ListVolumesRequest{StartingToken: "bogus"}); code(err) != codes.Aborted {
+		t.Fatalf("bad token: %v, want Aborted", err)
+	}
+	gv, err := h.d.ControllerGetVolume(ctx, &csi.ControllerGetVolumeRequest{VolumeId: ids[0]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if abnormal, _, ok := LegacyCondition(gv.GetStatus(), legacyStatsConditionField); !ok || abnormal {
+		t.Fatal("an unchecked volume must carry a normal legacy condition")
+	}
+	h.servers.set("srv:445", health.Verdict{State: health.StateUnreachable, Reason: health.ReasonUnreachable})
+	gv, _ = h.d.ControllerGetVolume(ctx, &csi.ControllerGetVolumeRequest{VolumeId: ids[0]})
+	if abnormal, msg, _ := LegacyCondition(gv.GetStatus(), legacyStatsConditionField); !abnormal || !strings.HasPrefix(msg, health.ReasonUnreachable) {
+		t.Fatalf("unreachable server: abnormal=%v %q", abnormal, msg)
+	}
+	vh, err := h.d.ControllerGetVolumeHealth(ctx, &csi.ControllerGetVolumeHealthRequest{VolumeId: ids[1]})
+	if err != nil || vh.GetVolumeHealth().GetHealthStatuses()[0].GetStatus() != csi.VolumeHealthErrorType_INACCESSIBLE {
+		t.Fatalf("controller volume health %v %v", vh, err)
+	}
+	lh, err := h.d.ControllerListVolumeHealth(ctx, &csi.ControllerListVolumeHealthRequest{})
+	if err != nil || len(lh.GetEntries()) != 3 {
+		t.Fatalf("list health %v %v", lh, err)
+	}
+	if _, err := h.d.ControllerGetVolume(ctx, &csi.ControllerGetVolumeRequest{VolumeId: "fake"}); code(err) != codes.NotFound {
+		t.Fatalf("malformed id: %v", err)
+	}
+	if _, err := h.d.DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: ids[0], Secrets: creds}); err != nil {
+		t.Fatal(err)
+	}
+	if all, _ := h.d.ListVolumes(ctx, &csi.ListVolumesRequest{}); len(all.GetEntries()) != 2 {
+		t.Fatalf("deleted volume still listed: %d", len(all.GetEntries()))
 	}
 }
 
@@ -297,8 +427,20 @@ func TestProbeAndCapabilities(t *testing.T) {
 	for _, c := range nc.GetCapabilities() {
 		got = append(got, int32(c.GetRpc().GetType()))
 	}
-	if !slices.Contains(got, 4) || !slices.Contains(got, int32(csi.NodeServiceCapability_RPC_STAGE_UNSTAGE_VOLUME)) {
-		t.Fatalf("node capabilities %v must include STAGE_UNSTAGE and the legacy VOLUME_CONDITION (4)", got)
+	for _, want := range []int32{1, 4, 7, 8} {
+		if !slices.Contains(got, want) {
+			t.Fatalf("node capabilities %v must include STAGE_UNSTAGE (1), the legacy VOLUME_CONDITION (4), GET_VOLUME_HEALTH (7), GET_STORAGE_HEALTH (8)", got)
+		}
+	}
+	cc, _ := h.d.ControllerGetCapabilities(ctx, nil)
+	got = nil
+	for _, c := range cc.GetCapabilities() {
+		got = append(got, int32(c.GetRpc().GetType()))
+	}
+	for _, want := range []int32{3, 11, 12, 16, 17} {
+		if !slices.Contains(got, want) {
+			t.Fatalf("controller capabilities %v must include LIST_VOLUMES (3), legacy VOLUME_CONDITION (11), GET_VOLUME (12), GET_VOLUME_HEALTH (16), LIST_VOLUME_HEALTH (17)", got)
+		}
 	}
 	info, _ := h.d.GetPluginInfo(ctx, nil)
 	if info.GetName() != DefaultDriverName {

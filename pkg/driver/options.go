@@ -29,18 +29,42 @@ type Options struct {
 	Version      string
 	MountTimeout time.Duration // bound on one mount helper
 	SMBTimeout   time.Duration // bound on a controller SMB operation when the RPC has no deadline
-	StatsTimeout time.Duration // how long NodeGetVolumeStats waits for a fresh statfs
+	StatsTimeout time.Duration // bound on the statfs made at stage time
+
+	// Health and reporting; main builds the prober, monitor and metrics from these.
+	MetricsAddress string        // serve /metrics here; empty: off
+	ProbeInterval  time.Duration // SMB2 ECHO period per server
+	CheckInterval  time.Duration // statfs period per staged volume
+	RemountGrace   time.Duration // a mount broken this long while its server answers is remounted
+	KubeAPI        bool          // use the Kubernetes API: node Events, controller PV listing
+	Kubeconfig     string        // for KubeAPI; empty: in-cluster
 }
 
-// AddFlags registers the options on fs.
+// DefaultOptions are the flag defaults.
+func DefaultOptions() Options {
+	return Options{
+		Endpoint: "unix:///csi/csi.sock", Mode: ModeAll, DriverName: DefaultDriverName,
+		MountTimeout: 30 * time.Second, SMBTimeout: 30 * time.Second, StatsTimeout: time.Second,
+		ProbeInterval: time.Second, CheckInterval: 2 * time.Second, RemountGrace: 10 * time.Second,
+	}
+}
+
+// AddFlags registers the options on fs, with DefaultOptions as defaults.
 func (o *Options) AddFlags(fs *flag.FlagSet) {
-	fs.StringVar(&o.Endpoint, "endpoint", "unix:///csi/csi.sock", "CSI endpoint: unix:///path or tcp://host:port")
-	fs.StringVar(&o.Mode, "mode", ModeAll, "services to serve: controller, node or all")
-	fs.StringVar(&o.DriverName, "driver-name", DefaultDriverName, "CSI driver name")
+	d := DefaultOptions()
+	fs.StringVar(&o.Endpoint, "endpoint", d.Endpoint, "CSI endpoint: unix:///path or tcp://host:port")
+	fs.StringVar(&o.Mode, "mode", d.Mode, "services to serve: controller, node or all")
+	fs.StringVar(&o.DriverName, "driver-name", d.DriverName, "CSI driver name")
 	fs.StringVar(&o.NodeID, "node-id", "", "node name (required for node mode)")
-	fs.DurationVar(&o.MountTimeout, "mount-timeout", 30*time.Second, "kill a cifs mount helper that takes longer")
-	fs.DurationVar(&o.SMBTimeout, "smb-timeout", 30*time.Second, "bound on controller SMB operations when the caller sets no deadline")
-	fs.DurationVar(&o.StatsTimeout, "stats-timeout", time.Second, "NodeGetVolumeStats waits this long for statfs, then answers from cache")
+	fs.DurationVar(&o.MountTimeout, "mount-timeout", d.MountTimeout, "kill a cifs mount helper that takes longer")
+	fs.DurationVar(&o.SMBTimeout, "smb-timeout", d.SMBTimeout, "bound on controller SMB operations when the caller sets no deadline")
+	fs.DurationVar(&o.StatsTimeout, "stats-timeout", d.StatsTimeout, "bound on a statfs of a mount (at stage time and in the background checks)")
+	fs.StringVar(&o.MetricsAddress, "metrics-address", "", "serve Prometheus metrics on this address (e.g. :9809); empty: off")
+	fs.DurationVar(&o.ProbeInterval, "probe-interval", d.ProbeInterval, "SMB2 ECHO period per server")
+	fs.DurationVar(&o.CheckInterval, "check-interval", d.CheckInterval, "statfs period per staged volume")
+	fs.DurationVar(&o.RemountGrace, "remount-grace", d.RemountGrace, "remount a mount that stays broken this long while its server answers")
+	fs.BoolVar(&o.KubeAPI, "kube-api", false, "use the Kubernetes API: the node writes Events on the pods and PVC of a volume whose health changes; the controller lists its PersistentVolumes at start to watch their health")
+	fs.StringVar(&o.Kubeconfig, "kubeconfig", "", "kubeconfig for --kube-api; empty: in-cluster config")
 }
 
 // Validate checks the options and says what is wrong.
@@ -60,7 +84,9 @@ func (o *Options) Validate() error {
 	if _, _, err := ParseEndpoint(o.Endpoint); err != nil {
 		errs = append(errs, err)
 	}
-	for name, d := range map[string]time.Duration{"--mount-timeout": o.MountTimeout, "--smb-timeout": o.SMBTimeout, "--stats-timeout": o.StatsTimeout} {
+	for name, d := range map[string]time.Duration{"--mount-timeout": o.MountTimeout, "--smb-timeout": o.SMBTimeout,
+		"--stats-timeout": o.StatsTimeout, "--probe-interval": o.ProbeInterval, "--check-interval": o.CheckInterval,
+		"--remount-grace": o.RemountGrace} {
 		if d <= 0 {
 			errs = append(errs, fmt.Errorf("%s must be positive", name))
 		}

@@ -10,6 +10,7 @@ import (
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"k8s.io/klog/v2"
 
+	"github.com/csi-smb/csi-smb/pkg/kube"
 	"github.com/csi-smb/csi-smb/pkg/mount"
 )
 
@@ -46,8 +47,10 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 	if !ok {
 		return nil, toStatus(fmt.Errorf("%w: volume %s: nothing mounted on %s", errNotStaged, req.GetVolumeId(), staging))
 	}
+	pods := kube.ObjectsFromContext(req.GetVolumeContext())
 	if err := d.checkPublished(req, stage, target, readOnly); err != nil {
 		if errors.Is(err, errAlreadyPublished) {
+			d.node.publish(req.GetVolumeId(), target, readOnly, pods)
 			return &csi.NodePublishVolumeResponse{}, nil
 		}
 		return nil, toStatus(err)
@@ -60,6 +63,7 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 	if err := d.deps.Mounter.BindMount(mctx, staging, target, readOnly); err != nil {
 		return nil, toStatus(fmt.Errorf("volume %s: bind mount on %s: %w", req.GetVolumeId(), target, err))
 	}
+	d.node.publish(req.GetVolumeId(), target, readOnly, pods)
 	klog.InfoS("volume published", "volumeID", req.GetVolumeId(), "target", target, "readOnly", readOnly)
 	return &csi.NodePublishVolumeResponse{}, nil
 }
@@ -118,6 +122,7 @@ func (d *Driver) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpublish
 	if err := d.deps.Mounter.Unmount(ctx, target); err != nil {
 		return nil, toStatus(fmt.Errorf("volume %s: %w", req.GetVolumeId(), err))
 	}
+	d.node.unpublish(req.GetVolumeId(), target)
 	if err := os.Remove(target); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, toStatus(fmt.Errorf("volume %s: remove target path: %w", req.GetVolumeId(), err))
 	}

@@ -2,25 +2,22 @@ package driver
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"syscall"
-	"time"
+	"path/filepath"
+	"strings"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"k8s.io/klog/v2"
 
+	"github.com/csi-smb/csi-smb/pkg/health"
 	"github.com/csi-smb/csi-smb/pkg/mount"
+	"github.com/csi-smb/csi-smb/pkg/volume"
 )
 
-// errnoENOTSUPP is the kernel-internal ENOTSUPP (524) that cifs on 5.1-5.12
-// returns when a session runs out of credits ("Unknown error 524").
-const errnoENOTSUPP = syscall.Errno(524)
-
-// NodeGetVolumeStats answers within StatsTimeout even when the mount is
-// dead: usage comes from a bounded, single-flight statfs, or from the last
-// good one, and a failure is a success with an abnormal volume condition
-// (kubelet drops volumes whose stats call errors).
+// NodeGetVolumeStats answers from the monitor's background statfs: it never
+// touches the mount, so it answers at once even when the server is dead. A
+// dead mount is a success with an abnormal volume condition (kubelet drops
+// volumes whose stats call errors) and the last usage that was measured.
 func (d *Driver) NodeGetVolumeStats(ctx context.Context, req *csi.NodeGetVolumeStatsRequest) (*csi.NodeGetVolumeStatsResponse, error) {
 	if err := required("volume_id", req.GetVolumeId()); err != nil {
 		return nil, toStatus(err)
@@ -28,25 +25,65 @@ func (d *Driver) NodeGetVolumeStats(ctx context.Context, req *csi.NodeGetVolumeS
 	if err := required("volume_path", req.GetVolumePath()); err != nil {
 		return nil, toStatus(err)
 	}
-	info, ok, err := d.deps.Mounter.Find(req.GetVolumePath())
+	v, err := d.volumeVerdict(req.GetVolumeId(), req.GetVolumePath())
 	if err != nil {
 		return nil, toStatus(err)
 	}
+	abnormal := v.State == health.StateUnreachable || v.State == health.StateDegraded
+	msg := v.Reason + ": " + v.Message
+	if !v.Check.OK && !v.UsageAt.IsZero() {
+		msg += fmt.Sprintf(" (usage is stale: measured %s)", v.UsageAt.UTC().Format("15:04:05Z"))
+	}
+	if abnormal {
+		klog.V(2).InfoS("volume abnormal", "volumeID", req.GetVolumeId(), "path", req.GetVolumePath(), "reason", v.Reason, "message", v.Message)
+	}
+	return statsResponse(v.Usage, abnormal, msg), nil
+}
+
+// volumeVerdict finds the monitor's verdict on the volume at path. A volume
+// the monitor does not know but that is mounted there (staged before this
+// plugin restarted) is adopted: watched from now on, without a remount.
+func (d *Driver) volumeVerdict(id, path string) (health.VolumeVerdict, error) {
+	if path != "" {
+		path = filepath.Clean(path)
+	}
+	if v, ok := d.deps.Monitor.Verdict(id); ok && (path == "" || d.node.knowsPath(id, path)) {
+		return v, nil
+	}
+	if path == "" {
+		return health.VolumeVerdict{}, fmt.Errorf("%w: volume %s is not staged on this node", errNotFound, id)
+	}
+	info, ok, err := d.deps.Mounter.Find(path)
+	if err != nil {
+		return health.VolumeVerdict{}, err
+	}
 	if !ok || (info.FsType != "cifs" && info.FsType != "smb3") {
-		return nil, toStatus(fmt.Errorf("%w: volume %s is not mounted on %s", errNotFound, req.GetVolumeId(), req.GetVolumePath()))
+		return health.VolumeVerdict{}, fmt.Errorf("%w: volume %s is not mounted on %s", errNotFound, id, path)
 	}
-	sctx, cancel := context.WithTimeout(ctx, d.opts.StatsTimeout)
-	res, err := d.deps.Statter.Statfs(sctx, info.MountPoint)
-	cancel()
-	if err == nil && res.Err == nil {
-		return statsResponse(res.Usage, false, ""), nil
+	if v, ok := d.deps.Monitor.Verdict(id); ok {
+		return v, nil // a path the volume gained behind our back (bind mount by another tool)
 	}
-	reason := describeStatFailure(errors.Join(err, res.Err), d.opts.StatsTimeout)
-	klog.V(2).InfoS("volume abnormal", "volumeID", req.GetVolumeId(), "path", req.GetVolumePath(), "reason", reason)
-	if last, ok := d.deps.Statter.Last(info.MountPoint); ok && last.Err == nil {
-		return statsResponse(last.Usage, true, reason+fmt.Sprintf(" (usage is from %s)", last.Finished.UTC().Format("15:04:05Z"))), nil
+	server, err := serverOfMount(id, info.Source)
+	if err != nil {
+		return health.VolumeVerdict{}, err
 	}
-	return statsResponse(mount.Usage{}, true, reason), nil
+	klog.InfoS("watching a volume mounted before this plugin started", "volumeID", id, "path", info.MountPoint, "server", server)
+	d.deps.Monitor.Add(health.VolumeSpec{ID: id, Staging: info.MountPoint, Server: server})
+	v, _ := d.deps.Monitor.Verdict(id)
+	return v, nil
+}
+
+// serverOfMount is the probe address of a mounted volume: from its ID, or
+// from the mount source (//server/share/...) of a static volume.
+func serverOfMount(id, source string) (string, error) {
+	if v, err := volume.ParseID(id); err == nil {
+		return serverAddr(v.Source), nil
+	}
+	src, err := volume.ParseSource("mount source", strings.ReplaceAll(source, `\`, "/"))
+	if err != nil {
+		return "", fmt.Errorf("%w: volume %s: %w", errNotFound, id, err)
+	}
+	return serverAddr(src), nil
 }
 
 func statsResponse(u mount.Usage, abnormal bool, msg string) *csi.NodeGetVolumeStatsResponse {
@@ -56,34 +93,6 @@ func statsResponse(u mount.Usage, abnormal bool, msg string) *csi.NodeGetVolumeS
 	if u.TotalInodes > 0 {
 		resp.Usage = append(resp.Usage, &csi.VolumeUsage{Unit: csi.VolumeUsage_INODES, Total: u.TotalInodes, Available: u.FreeInodes, Used: u.UsedInodes})
 	}
-	if !abnormal {
-		msg = "volume is healthy"
-	}
 	setLegacyCondition(resp, legacyStatsConditionField, abnormal, msg)
 	return resp
-}
-
-// describeStatFailure names what a failed or hung statfs means on cifs.
-func describeStatFailure(err error, timeout time.Duration) string {
-	var errno syscall.Errno
-	switch {
-	case errors.Is(err, mount.ErrStatTimeout):
-		return fmt.Sprintf("MountStalled: statfs did not return within %v; the SMB server is frozen or unreachable", timeout)
-	case errors.As(err, &errno):
-		switch errno {
-		case syscall.EHOSTDOWN:
-			return "ServerUnreachable: host is down (EHOSTDOWN): the kernel is reconnecting to the SMB server"
-		case errnoENOTSUPP, syscall.EDEADLK:
-			return fmt.Sprintf("MountStalled: %v: the SMB session ran out of credits and is being re-established", errno)
-		case syscall.ESTALE:
-			return "MountStalled: stale file handle (ESTALE): the share changed under the mount"
-		case syscall.ENOTCONN:
-			return "MountStalled: not connected (ENOTCONN)"
-		case syscall.EIO:
-			return "MountStalled: I/O error (EIO) from the SMB server"
-		case syscall.EACCES:
-			return "AccessDenied: permission denied (EACCES): credentials or share permissions changed"
-		}
-	}
-	return "MountStalled: " + err.Error()
 }

@@ -217,6 +217,27 @@ func (m *Mounter) Unmount(ctx context.Context, target string) error {
 	return nil
 }
 
+// Detach lazily unmounts target (umount -l): it returns at once, whatever
+// the server's state, and the kernel tears the mount down when it can.
+// Use it when the server is known dead: a clean unmount would only wait
+// for a tree disconnect nobody will answer.
+func (m *Mounter) Detach(ctx context.Context, target string) error {
+	target = filepath.Clean(target)
+	for range 4 {
+		mounted, err := m.IsMountPoint(target)
+		if err != nil || !mounted {
+			return err
+		}
+		if _, _, err := run(ctx, helper{path: m.opts.Umount, args: []string{"--no-canonicalize", "-l", target}}, m.opts.KillGrace); err != nil {
+			if mounted, merr := m.IsMountPoint(target); merr == nil && !mounted {
+				return nil
+			}
+			return fmt.Errorf("detach %s: %w", target, err)
+		}
+	}
+	return fmt.Errorf("detach %s: still mounted after 4 attempts", target)
+}
+
 // Info is one mount-table entry with its paths unescaped.
 type Info struct {
 	MountPoint string

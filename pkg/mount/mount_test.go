@@ -28,9 +28,10 @@ func TestMergeOptions(t *testing.T) {
 		wantErr string
 	}{
 		{name: "defaults", want: DefaultCIFSOptions},
-		{name: "hard replaces soft", user: []string{"hard"}, want: []string{"vers=3.1.1", "echo_interval=5", "nosharesock", "hard"}},
-		{name: "vers override", user: []string{"vers=3.0", "dir_mode=0777,file_mode=0777"}, want: []string{"soft", "echo_interval=5", "nosharesock", "vers=3.0", "dir_mode=0777", "file_mode=0777"}},
-		{name: "later duplicate wins", user: []string{"uid=1", "uid=2"}, want: []string{"vers=3.1.1", "soft", "echo_interval=5", "nosharesock", "uid=2"}},
+		{name: "hard replaces soft", user: []string{"hard"}, want: []string{"vers=3.1.1", "echo_interval=5", "nosharesock", "nohandlecache", "hard"}},
+		{name: "vers override", user: []string{"vers=3.0", "dir_mode=0777,file_mode=0777"}, want: []string{"soft", "echo_interval=5", "nosharesock", "nohandlecache", "vers=3.0", "dir_mode=0777", "file_mode=0777"}},
+		{name: "later duplicate wins", user: []string{"uid=1", "uid=2"}, want: []string{"vers=3.1.1", "soft", "echo_interval=5", "nosharesock", "nohandlecache", "uid=2"}},
+		{name: "handlecache back on", user: []string{"handlecache"}, want: []string{"vers=3.1.1", "soft", "echo_interval=5", "nosharesock", "handlecache"}},
 		{name: "password refused", user: []string{"password=x"}, wantErr: "node-stage secret"},
 		{name: "username refused in list", user: []string{"ro,username=admin"}, wantErr: "username"},
 		{name: "credentials file refused", user: []string{"credentials=/etc/x"}, wantErr: "credentials"},

@@ -17,7 +17,11 @@ var ErrInvalidOption = errors.New("invalid mount option")
 //     instead of ~187 s with the default 60.
 //   - nosharesock: every mount has its own TCP connection, so one dead
 //     session cannot block new mounts (csi-driver-smb #767).
-var DefaultCIFSOptions = []string{"vers=3.1.1", "soft", "echo_interval=5", "nosharesock"}
+//   - nohandlecache: no cached root-directory handle. That handle's lease
+//     ties server state to the session; when the session wedges, a remount
+//     (or any other client) opening the root waits for a lease break the
+//     dead session never acknowledges (Samba: about 30 s).
+var DefaultCIFSOptions = []string{"vers=3.1.1", "soft", "echo_interval=5", "nosharesock", "nohandlecache"}
 
 // credentialKeys carry secrets or identities; they come from the node-stage
 // secret only, never from StorageClass mountOptions, which anyone can read.
@@ -32,6 +36,7 @@ var exclusive = [][]string{
 	{"ro", "rw"},
 	{"serverino", "noserverino"},
 	{"sharesock", "nosharesock"},
+	{"handlecache", "nohandlecache"},
 	{"guest", "sec"},
 }
 

@@ -22,8 +22,10 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/csi-smb/csi-smb/pkg/driver"
+	"github.com/csi-smb/csi-smb/pkg/health"
 	"github.com/csi-smb/csi-smb/pkg/provision"
 	"github.com/csi-smb/csi-smb/pkg/smb"
+	"github.com/csi-smb/csi-smb/pkg/volume"
 	"github.com/csi-smb/csi-smb/test/lab"
 )
 
@@ -61,19 +63,28 @@ func controller(t testing.TB) csi.ControllerClient {
 	t.Helper()
 	sock := filepath.Join(t.TempDir(), "csi.sock")
 	pool := smb.NewPool(smb.Options{})
-	d, err := driver.New(driver.Options{
-		Endpoint: "unix://" + sock, Mode: driver.ModeController, DriverName: driver.DefaultDriverName,
-		Version: "test", MountTimeout: time.Second, SMBTimeout: 10 * time.Second, StatsTimeout: time.Second,
-	}, driver.Deps{OpenShare: func(ctx context.Context, server, share string, c smb.Credentials) (provision.FS, func(), error) {
+	prober := health.NewProber(health.Adapt(smb.ProbeDialer{}.DialProbe), health.ProberOptions{})
+	catalog := health.NewCatalog(func(ctx context.Context, v volume.Volume, c smb.Credentials) (bool, error) {
+		sh, release, err := pool.Share(ctx, v.Source.Server, v.Source.Share, c)
+		if err != nil {
+			return false, err
+		}
+		defer release()
+		return provision.Exists(ctx, sh, v)
+	}, prober, health.CatalogOptions{CheckInterval: time.Second})
+	opts := driver.DefaultOptions()
+	opts.Endpoint, opts.Mode, opts.Version, opts.SMBTimeout = "unix://"+sock, driver.ModeController, "test", 10*time.Second
+	d, err := driver.New(opts, driver.Deps{Catalog: catalog, OpenShare: func(ctx context.Context, server, share string, c smb.Credentials) (provision.FS, func(), error) {
 		return pool.Share(ctx, server, share, c)
 	}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{}, 2)
-	go func() { _ = d.Run(ctx); done <- struct{}{} }()
-	go func() { _ = pool.Run(ctx); done <- struct{}{} }()
+	done := make(chan struct{}, 4)
+	for _, run := range []func(context.Context) error{d.Run, pool.Run, prober.Run, catalog.Run} {
+		go func() { _ = run(ctx); done <- struct{}{} }()
+	}
 	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
@@ -81,8 +92,9 @@ func controller(t testing.TB) csi.ControllerClient {
 	t.Cleanup(func() {
 		_ = conn.Close()
 		cancel()
-		<-done
-		<-done
+		for range 4 {
+			<-done
+		}
 	})
 	waitReady(t, conn)
 	return csi.NewControllerClient(conn)

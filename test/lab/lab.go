@@ -59,19 +59,44 @@ type Lab struct {
 	Dir     string    `json:"dir"`
 	Prefix  string    `json:"prefix"`
 	Servers []*Server `json:"servers"`
+	// The API server (KubeUp); 0 while it is not running. Absent from state
+	// files written before it existed, which therefore still load.
+	EtcdPID      int `json:"etcdPID,omitempty"`
+	APIServerPID int `json:"apiserverPID,omitempty"`
 }
 
-// New describes a lab rooted at dir (absolute; smbd needs absolute paths).
-func New(dir string) (*Lab, error) {
+// New describes a lab rooted at dir (absolute; smbd needs absolute paths),
+// with the default namespace prefix "csismb-".
+func New(dir string) (*Lab, error) { return NewWithPrefix(dir, prefixDflt) }
+
+// NewWithPrefix is New with another prefix for the lab's namespace names
+// (<prefix>br, <prefix>c, <prefix>n1...), so that two labs can run at once:
+// every address and interface name lives inside the lab's own namespaces.
+func NewWithPrefix(dir, prefix string) (*Lab, error) {
+	if !validPrefix(prefix) {
+		return nil, fmt.Errorf("lab prefix %q: want 1-20 of a-z, 0-9, '-'", prefix)
+	}
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return nil, fmt.Errorf("lab dir: %w", err)
 	}
-	l := &Lab{Dir: abs, Prefix: prefixDflt}
+	l := &Lab{Dir: abs, Prefix: prefix}
 	for i, n := range []string{"n1", "n2", "n3"} {
 		l.Servers = append(l.Servers, &Server{Name: n, IP: fmt.Sprintf("10.213.0.%d", i+1), Dir: filepath.Join(abs, n)})
 	}
 	return l, nil
+}
+
+func validPrefix(p string) bool {
+	if p == "" || len(p) > 20 {
+		return false
+	}
+	for _, r := range p {
+		if (r < 'a' || r > 'z') && (r < '0' || r > '9') && r != '-' {
+			return false
+		}
+	}
+	return true
 }
 
 // Load reads the state of a lab brought up earlier in dir.

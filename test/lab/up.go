@@ -164,6 +164,8 @@ func (l *Lab) configure(ctx context.Context, s *Server) error {
 
 func (s *Server) conf() string { return filepath.Join(s.Dir, "smb.conf") }
 
+func (s *Server) logPath() string { return filepath.Join(s.Dir, "log", "smbd.stdout") }
+
 // Start starts (or restarts after Kill) the smbd of server name and waits
 // until it listens on port 445.
 func (l *Lab) Start(ctx context.Context, name string) error {
@@ -174,7 +176,7 @@ func (l *Lab) Start(ctx context.Context, name string) error {
 	if alive(s.PID) {
 		return fmt.Errorf("%s is already running (pid %d)", name, s.PID)
 	}
-	logf, err := os.OpenFile(filepath.Join(s.Dir, "log", "smbd.stdout"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	logf, err := os.OpenFile(s.logPath(), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return fmt.Errorf("start %s: %w", name, err)
 	}
@@ -214,6 +216,9 @@ func (l *Lab) Start(ctx context.Context, name string) error {
 // directory. It is safe to call on a partial or absent lab.
 func (l *Lab) Down(ctx context.Context) error {
 	var errs []error
+	if err := l.KubeDown(ctx); err != nil {
+		errs = append(errs, err)
+	}
 	var pids []int
 	for _, s := range l.Servers {
 		if alive(s.PID) {

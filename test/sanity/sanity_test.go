@@ -6,30 +6,46 @@ package sanity
 
 import (
 	"context"
+	"net"
 	"path/filepath"
 	"testing"
-	"time"
 
 	"github.com/kubernetes-csi/csi-test/v5/pkg/sanity"
+	"golang.org/x/sync/errgroup"
 
+	"github.com/csi-smb/csi-smb/internal/smbresponder"
 	"github.com/csi-smb/csi-smb/pkg/driver"
+	"github.com/csi-smb/csi-smb/pkg/health"
 	"github.com/csi-smb/csi-smb/pkg/mount"
 	"github.com/csi-smb/csi-smb/pkg/mount/mounttest"
 	"github.com/csi-smb/csi-smb/pkg/provision"
 	"github.com/csi-smb/csi-smb/pkg/provision/provisiontest"
 	"github.com/csi-smb/csi-smb/pkg/smb"
+	"github.com/csi-smb/csi-smb/pkg/volume"
 )
 
 func TestSanityWithFakes(t *testing.T) {
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "csi.sock")
 	share := provisiontest.New()
-	d, err := driver.New(driver.Options{
-		Endpoint: "unix://" + sock, Mode: driver.ModeAll, DriverName: driver.DefaultDriverName, NodeID: "sanity",
-		Version: "test", MountTimeout: time.Second, SMBTimeout: time.Second, StatsTimeout: time.Second,
-	}, driver.Deps{
-		Mounter: mounttest.New(),
-		Statter: mount.NewStatter(nil), // statfs of the real target directories
+	ctx, cancel := context.WithCancel(context.Background())
+	// The prober talks real SMB2 to an in-process responder over pipes.
+	responder := smbresponder.New(smbresponder.Options{})
+	dialer := smb.ProbeDialer{Dial: func(context.Context, string, string) (net.Conn, error) {
+		c, s := net.Pipe()
+		go func() { _ = responder.ServeConn(ctx, s) }()
+		return c, nil
+	}}
+	prober := health.NewProber(health.Adapt(dialer.DialProbe), health.ProberOptions{})
+	statter := mount.NewStatter(nil) // statfs of the real target directories
+	monitor := health.NewMonitor(statter, prober, health.MonitorOptions{})
+	catalog := health.NewCatalog(func(ctx context.Context, v volume.Volume, _ smb.Credentials) (bool, error) {
+		return provision.Exists(ctx, share, v)
+	}, prober, health.CatalogOptions{})
+	opts := driver.DefaultOptions()
+	opts.Endpoint, opts.NodeID, opts.Version = "unix://"+sock, "sanity", "test"
+	d, err := driver.New(opts, driver.Deps{
+		Mounter: mounttest.New(), Statter: statter, Monitor: monitor, Servers: prober, Catalog: catalog,
 		OpenShare: func(context.Context, string, string, smb.Credentials) (provision.FS, func(), error) {
 			return share, func() {}, nil
 		},
@@ -37,12 +53,13 @@ func TestSanityWithFakes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx) }()
+	var g errgroup.Group
+	for _, run := range []func(context.Context) error{d.Run, prober.Run, monitor.Run, catalog.Run} {
+		g.Go(func() error { return run(ctx) })
+	}
 	t.Cleanup(func() {
 		cancel()
-		if err := <-done; err != nil {
+		if err := g.Wait(); err != nil {
 			t.Error(err)
 		}
 	})

@@ -22,10 +22,11 @@ type Call struct {
 // Fake keeps a mount table in memory. Hooks, when set, run before the
 // operation and may block on ctx or return an error.
 type Fake struct {
-	mu      sync.Mutex
-	table   []mount.Info
-	nextDev int
-	Calls   []Call
+	mu       sync.Mutex
+	table    []mount.Info
+	nextDev  int
+	Calls    []Call
+	Detaches int
 
 	MountHook   func(ctx context.Context, source, target string) error
 	UnmountHook func(ctx context.Context, target string) error
@@ -90,6 +91,14 @@ func (f *Fake) Unmount(ctx context.Context, target string) error {
 		}
 	}
 	return nil
+}
+
+// Detach is Unmount for the fake; Detaches counts the calls.
+func (f *Fake) Detach(ctx context.Context, target string) error {
+	f.mu.Lock()
+	f.Detaches++
+	f.mu.Unlock()
+	return f.Unmount(ctx, target)
 }
 
 // Find returns the topmost mount on path.

@@ -99,11 +99,16 @@ func unstage(ctx context.Context, vol *csi.Volume, staging string) error {
 // stagedAndPublished stages and publishes vol and undoes both at the end.
 func stagedAndPublished(t *testing.T, vol *csi.Volume) (staging, target string) {
 	t.Helper()
+	return stagedAndPublishedWith(t, vol, rwx)
+}
+
+func stagedAndPublishedWith(t *testing.T, vol *csi.Volume, c *csi.VolumeCapability) (staging, target string) {
+	t.Helper()
 	staging, target = paths(t)
-	if err := stage(t, vol, staging, rwx); err != nil {
+	if err := stage(t, vol, staging, c); err != nil {
 		t.Fatalf("NodeStageVolume: %v", err)
 	}
-	if err := publish(t, vol, staging, target, rwx, false); err != nil {
+	if err := publish(t, vol, staging, target, c, false); err != nil {
 		t.Fatalf("NodePublishVolume: %v", err)
 	}
 	t.Cleanup(func() {

@@ -26,9 +26,11 @@ import (
 )
 
 const (
-	hostDir   = "/host"
-	socket    = "/tmp/csi.sock"
-	driverLog = "/tmp/csi-smb.log"
+	hostDir     = "/host"
+	socket      = "/tmp/csi.sock"
+	driverLog   = "/tmp/csi-smb.log"
+	kubeconfig  = hostDir + "/kubeconfig"
+	metricsAddr = "127.0.0.1:9809"
 )
 
 // env is the running driver and clients to it.
@@ -52,9 +54,12 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	_ = e.conn.Close()
 	_ = e.cmd.Process.Signal(os.Interrupt)
-	_ = e.cmd.Wait()
+	waitErr := e.cmd.Wait()
 	if code == 0 {
 		code = checkLogForSecrets()
+	}
+	if code != 0 {
+		dumpDriverLog(waitErr)
 	}
 	os.Exit(code)
 }
@@ -64,8 +69,12 @@ func startDriver() (*env, error) {
 	if err != nil {
 		return nil, err
 	}
+	if _, err := os.Stat(kubeconfig); err != nil {
+		return nil, fmt.Errorf("the guest suite needs the lab's API server (hack/vm-suite.sh): %w", err)
+	}
 	cmd := exec.Command(filepath.Join(hostDir, "bin", "csi-smb"),
 		"--endpoint=unix://"+socket, "--mode=all", "--node-id=guest", "--mount-timeout=15s",
+		"--remount-grace=5s", "--metrics-address="+metricsAddr, "--kube-api", "--kubeconfig="+kubeconfig,
 		"--v=6", "--logtostderr")
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
@@ -89,6 +98,18 @@ func startDriver() (*env, error) {
 	}
 	return &env{cmd: cmd, conn: conn, ctl: csi.NewControllerClient(conn), node: csi.NewNodeClient(conn),
 		ctrl: lab.NewControl(filepath.Join(hostDir, lab.ControlDir))}, nil
+}
+
+// dumpDriverLog prints how the driver ended and the tail of its log.
+func dumpDriverLog(waitErr error) {
+	b, _ := os.ReadFile(driverLog)
+	lines := strings.Split(string(b), "\n")
+	fmt.Printf("--- driver exit: %v; last %d log lines:\n", waitErr, min(150, len(lines)))
+	for _, l := range lines[max(0, len(lines)-150):] {
+		if !strings.Contains(l, lab.Password) {
+			fmt.Println(l)
+		}
+	}
 }
 
 // checkLogForSecrets fails the run when the driver log, written at -v=6

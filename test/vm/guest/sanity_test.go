@@ -29,9 +29,11 @@ import (
 //   - GetCapacity: no GET_CAPACITY; a share's free space is not a capacity
 //     the scheduler can reserve.
 //   - ControllerModifyVolume / VolumeAttributesClass: no MODIFY_VOLUME.
-//   - ListVolumes, ControllerGetVolume and the v1.13 health RPCs: not
-//     advertised by this build; the health work adds them.
 //   - GroupController (volume group snapshots): not provided.
+//
+// ListVolumes, ControllerGetVolume and the v1.13 health RPCs
+// (NodeGetVolumeHealth, NodeGetStorageHealth, ControllerGetVolumeHealth,
+// ControllerListVolumeHealth) are advertised and run.
 func TestSanity(t *testing.T) {
 	dir := t.TempDir()
 	secrets := filepath.Join(dir, "secrets.yaml")

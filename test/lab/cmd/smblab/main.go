@@ -2,10 +2,12 @@
 // qemu guest. Run as root on Debian with samba, qemu and a kernel installed
 // (hack/install-deps.sh).
 //
-//	smblab [-dir D] up
-//	smblab [-dir D] down
+//	smblab [-dir D] [-prefix P] up      (P: namespace names, default csismb-)
+//	smblab [-dir D] [-prefix P] down
 //	smblab [-dir D] fault kill|start|stop|cont|part|unpart n1|n2|n3|guest|client
 //	smblab [-dir D] vm -share DIR -run PROGRAM [-timeout 20m] [-- args...]
+//	smblab [-dir D] kube up [-apiserver PATH]
+//	smblab [-dir D] kube down
 package main
 
 import (
@@ -16,19 +18,21 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/csi-smb/csi-smb/test/lab"
 )
 
-const usage = `usage: smblab [-dir D] up | down | fault ACTION TARGET | vm -share DIR -run PROGRAM [-timeout D] [-- ARGS]`
+const usage = `usage: smblab [-dir D] [-prefix P] up | down | fault ACTION TARGET | vm -share DIR -run PROGRAM [-timeout D] [-- ARGS] | kube up [-apiserver PATH] | kube down`
 
 func main() {
 	fs := flag.NewFlagSet("smblab", flag.ExitOnError)
 	dir := fs.String("dir", "/run/csi-smb-lab", "lab state directory (absolute)")
+	prefix := fs.String("prefix", "csismb-", "namespace name prefix for up (later commands read it from the state)")
 	_ = fs.Parse(os.Args[1:])
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, *dir, fs.Args()); err != nil {
+	if err := run(ctx, *dir, *prefix, fs.Args()); err != nil {
 		fmt.Fprintln(os.Stderr, "smblab:", err)
 		var ee *lab.ExitError
 		if errors.As(err, &ee) {
@@ -38,25 +42,25 @@ func main() {
 	}
 }
 
-func run(ctx context.Context, dir string, args []string) error {
+func run(ctx context.Context, dir, prefix string, args []string) error {
 	if len(args) == 0 {
 		return errors.New(usage)
 	}
 	switch args[0] {
 	case "up":
-		l, err := lab.New(dir)
+		l, err := lab.NewWithPrefix(dir, prefix)
 		if err != nil {
 			return err
 		}
 		if err := l.Up(ctx); err != nil {
 			return err
 		}
-		fmt.Printf("lab up in %s: smbd n1=10.213.0.1 n2=10.213.0.2 n3=10.213.0.3 (user %s)\n", l.Dir, lab.User)
+		fmt.Printf("lab up in %s (namespaces %s*): smbd n1=10.213.0.1 n2=10.213.0.2 n3=10.213.0.3 (user %s)\n", l.Dir, l.Prefix, lab.User)
 		return nil
 	case "down":
 		l, err := lab.Load(dir)
 		if errors.Is(err, lab.ErrNotUp) {
-			l, err = lab.New(dir) // clean up namespaces left by a crashed run
+			l, err = lab.NewWithPrefix(dir, prefix) // clean up namespaces left by a crashed run
 		}
 		if err != nil {
 			return err
@@ -77,6 +81,40 @@ func run(ctx context.Context, dir string, args []string) error {
 			return err
 		}
 		return runVM(ctx, l, args[1:])
+	case "kube":
+		l, err := lab.Load(dir)
+		if err != nil {
+			return err
+		}
+		return runKube(ctx, l, args[1:])
+	}
+	return errors.New(usage)
+}
+
+func runKube(ctx context.Context, l *lab.Lab, args []string) error {
+	if len(args) == 0 {
+		return errors.New(usage)
+	}
+	switch args[0] {
+	case "up":
+		fs := flag.NewFlagSet("kube up", flag.ExitOnError)
+		bin := fs.String("apiserver", lab.DefaultKubeBin, "kube-apiserver binary (hack/build-kube.sh)")
+		_ = fs.Parse(args[1:])
+		if fs.NArg() != 0 {
+			return errors.New(usage)
+		}
+		start := time.Now()
+		if err := l.KubeUp(ctx, *bin); err != nil {
+			return err
+		}
+		fmt.Printf("kube-apiserver up at %s in %.1fs (etcd pid %d, kube-apiserver pid %d); kubeconfig %s\n",
+			lab.KubeServer, time.Since(start).Seconds(), l.EtcdPID, l.APIServerPID, l.Kubeconfig())
+		return nil
+	case "down":
+		if len(args) != 1 {
+			return errors.New(usage)
+		}
+		return l.KubeDown(ctx)
 	}
 	return errors.New(usage)
 }

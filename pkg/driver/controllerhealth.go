@@ -1,0 +1,127 @@
+package driver
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+
+	"github.com/container-storage-interface/spec/lib/go/csi"
+
+	"github.com/csi-smb/csi-smb/pkg/health"
+	"github.com/csi-smb/csi-smb/pkg/smb"
+	"github.com/csi-smb/csi-smb/pkg/volume"
+)
+
+// VolumeCatalog is the controller's view of its volumes (pkg/health.Catalog).
+type VolumeCatalog interface {
+	Track(id string, v volume.Volume, capacity int64, creds smb.Credentials)
+	Forget(id string)
+	Get(id string) (health.Entry, bool)
+	List() []health.Entry
+}
+
+// errBadToken is an unusable ListVolumes starting token (Aborted, per spec).
+var errBadToken = fmt.Errorf("%w: invalid starting_token", errAborted)
+
+// entry returns the catalog entry of id, tracking a volume of this driver
+// the controller has not seen since it started (anonymous checks until an
+// RPC brings credentials).
+func (d *Driver) entry(id string, secrets map[string]string) (health.Entry, error) {
+	if err := required("volume_id", id); err != nil {
+		return health.Entry{}, err
+	}
+	vol, err := volume.ParseID(id)
+	if err != nil {
+		return health.Entry{}, err
+	}
+	creds, err := credentials(secrets)
+	if err != nil {
+		return health.Entry{}, err
+	}
+	d.deps.Catalog.Track(id, vol, 0, creds)
+	e, _ := d.deps.Catalog.Get(id)
+	return e, nil
+}
+
+// ControllerGetVolume returns a volume with its legacy volume condition,
+// which external-health-monitor turns into PVC events.
+func (d *Driver) ControllerGetVolume(ctx context.Context, req *csi.ControllerGetVolumeRequest) (*csi.ControllerGetVolumeResponse, error) {
+	e, err := d.entry(req.GetVolumeId(), nil)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	status := &csi.ControllerGetVolumeResponse_VolumeStatus{}
+	setLegacyCondition(status, legacyStatsConditionField, abnormal(e.Verdict), e.Verdict.Reason+": "+e.Verdict.Message)
+	return &csi.ControllerGetVolumeResponse{Volume: csiVolume(e), Status: status}, nil
+}
+
+// ListVolumes pages through the catalog; starting_token is an offset.
+func (d *Driver) ListVolumes(ctx context.Context, req *csi.ListVolumesRequest) (*csi.ListVolumesResponse, error) {
+	entries := d.deps.Catalog.List()
+	page, next, err := paginate(len(entries), req.GetStartingToken(), req.GetMaxEntries())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	resp := &csi.ListVolumesResponse{NextToken: next}
+	for _, e := range entries[page[0]:page[1]] {
+		status := &csi.ListVolumesResponse_VolumeStatus{}
+		setLegacyCondition(status, legacyStatsConditionField, abnormal(e.Verdict), e.Verdict.Reason+": "+e.Verdict.Message)
+		resp.Entries = append(resp.Entries, &csi.ListVolumesResponse_Entry{Volume: csiVolume(e), Status: status})
+	}
+	return resp, nil
+}
+
+// ControllerGetVolumeHealth reports the controller's view (CSI v1.13):
+// server reachable from the controller, volume directory present.
+func (d *Driver) ControllerGetVolumeHealth(ctx context.Context, req *csi.ControllerGetVolumeHealthRequest) (*csi.ControllerGetVolumeHealthResponse, error) {
+	e, err := d.entry(req.GetVolumeId(), req.GetSecrets())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &csi.ControllerGetVolumeHealthResponse{VolumeHealth: volumeHealth(e.ID, e.Verdict.State, e.Verdict.Reason, e.Verdict.Message)}, nil
+}
+
+// ControllerListVolumeHealth pages through the catalog's verdicts.
+func (d *Driver) ControllerListVolumeHealth(ctx context.Context, req *csi.ControllerListVolumeHealthRequest) (*csi.ControllerListVolumeHealthResponse, error) {
+	entries := d.deps.Catalog.List()
+	page, next, err := paginate(len(entries), req.GetStartingToken(), req.GetMaxEntries())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	resp := &csi.ControllerListVolumeHealthResponse{NextToken: next}
+	for _, e := range entries[page[0]:page[1]] {
+		resp.Entries = append(resp.Entries, volumeHealth(e.ID, e.Verdict.State, e.Verdict.Reason, e.Verdict.Message))
+	}
+	return resp, nil
+}
+
+func paginate(n int, token string, maxEntries int32) ([2]int, string, error) {
+	start := 0
+	if token != "" {
+		s, err := strconv.Atoi(token)
+		if err != nil || s < 0 || s > n {
+			return [2]int{}, "", fmt.Errorf("%w: %q", errBadToken, token)
+		}
+		start = s
+	}
+	if maxEntries < 0 {
+		return [2]int{}, "", fmt.Errorf("%w: negative max_entries", errUnsupported)
+	}
+	end := n
+	if maxEntries > 0 && start+int(maxEntries) < n {
+		end = start + int(maxEntries)
+	}
+	next := ""
+	if end < n {
+		next = strconv.Itoa(end)
+	}
+	return [2]int{start, end}, next, nil
+}
+
+func csiVolume(e health.Entry) *csi.Volume {
+	return &csi.Volume{VolumeId: e.ID, CapacityBytes: e.Capacity, VolumeContext: e.Volume.Context()}
+}
+
+func abnormal(v health.VolumeVerdict) bool {
+	return v.State == health.StateUnreachable || v.State == health.StateDegraded
+}

@@ -1,0 +1,203 @@
+package driver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"os"
+	"slices"
+	"sync"
+
+	"k8s.io/klog/v2"
+
+	"github.com/csi-smb/csi-smb/pkg/health"
+	"github.com/csi-smb/csi-smb/pkg/kube"
+	"github.com/csi-smb/csi-smb/pkg/mount"
+	"github.com/csi-smb/csi-smb/pkg/smb"
+	"github.com/csi-smb/csi-smb/pkg/volume"
+)
+
+// VolumeMonitor watches staged volumes (pkg/health.Monitor).
+type VolumeMonitor interface {
+	Add(spec health.VolumeSpec)
+	Remove(id string)
+	Verdict(id string) (health.VolumeVerdict, bool)
+}
+
+// ServerVerdicts reports the prober's view of every server (pkg/health.Prober).
+type ServerVerdicts interface {
+	Verdicts() map[string]health.Verdict
+}
+
+// staged is what the node remembers about a staged volume: enough to
+// remount it and to name the objects that use it. Credentials stay in
+// memory only.
+type staged struct {
+	vol     volume.Volume
+	staging string
+	source  string
+	options []string
+	creds   mount.Credentials
+	claim   []kube.Object          // the PVC, from the volume context
+	targets map[string]publication // publish path -> what is there
+}
+
+type publication struct {
+	readOnly bool
+	pods     []kube.Object
+}
+
+// nodeState is the node's memory of its volumes, for remounts and for
+// answering health calls by path without touching the mount table.
+type nodeState struct {
+	mu   sync.Mutex
+	vols map[string]*staged
+}
+
+func newNodeState() *nodeState { return &nodeState{vols: map[string]*staged{}} }
+
+func (n *nodeState) put(id string, s *staged) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if old, ok := n.vols[id]; ok {
+		s.targets = old.targets
+	}
+	if s.targets == nil {
+		s.targets = map[string]publication{}
+	}
+	n.vols[id] = s
+}
+
+func (n *nodeState) drop(id string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	delete(n.vols, id)
+}
+
+func (n *nodeState) get(id string) (staged, bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	s, ok := n.vols[id]
+	if !ok {
+		return staged{}, false
+	}
+	c := *s
+	c.targets = maps.Clone(s.targets)
+	return c, true
+}
+
+func (n *nodeState) publish(id, target string, readOnly bool, pods []kube.Object) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if s, ok := n.vols[id]; ok {
+		s.targets[target] = publication{readOnly: readOnly, pods: pods}
+	}
+}
+
+func (n *nodeState) unpublish(id, target string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if s, ok := n.vols[id]; ok {
+		delete(s.targets, target)
+	}
+}
+
+// objects returns the pods and the PVC that use a volume.
+func (n *nodeState) objects(id string) []kube.Object {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	s, ok := n.vols[id]
+	if !ok {
+		return nil
+	}
+	out := slices.Clone(s.claim)
+	for _, p := range s.targets {
+		for _, o := range p.pods {
+			if !slices.ContainsFunc(out, func(x kube.Object) bool { return x.Kind == o.Kind && x.Namespace == o.Namespace && x.Name == o.Name }) {
+				out = append(out, o)
+			}
+		}
+	}
+	return out
+}
+
+// knowsPath reports whether path is the staging or a publish path of id.
+func (n *nodeState) knowsPath(id, path string) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	s, ok := n.vols[id]
+	if !ok {
+		return false
+	}
+	_, pub := s.targets[path]
+	return pub || s.staging == path
+}
+
+// watch registers a staged volume with the monitor, seeded with a check
+// made now, so stats and health have an answer before the first
+// background check.
+func (d *Driver) watch(ctx context.Context, id string, s *staged) {
+	if d.deps.Monitor == nil {
+		return
+	}
+	sctx, cancel := context.WithTimeout(ctx, d.opts.StatsTimeout)
+	res, err := d.deps.Statter.Statfs(sctx, s.staging)
+	cancel()
+	var initial *mount.StatResult
+	if err == nil {
+		initial = &res
+	}
+	d.deps.Monitor.Add(health.VolumeSpec{
+		ID: id, Staging: s.staging, Server: serverAddr(s.vol.Source),
+		Creds:   smb.Credentials{Username: s.creds.Username, Password: s.creds.Password, Domain: s.creds.Domain},
+		Remount: d.remounter(id), Initial: initial,
+	})
+}
+
+func serverAddr(src volume.Source) string { return src.Address() }
+
+// remounter returns the monitor's remedy for a wedged mount: detach the
+// publish bind mounts and the staging mount, mount the share again and
+// re-bind. Pods that mount the volume with HostToContainer propagation see
+// the new mount at once; others keep the old one until they restart, and
+// new pods get the new one.
+func (d *Driver) remounter(id string) func(ctx context.Context) error {
+	return func(ctx context.Context) error {
+		unlock, err := d.locks.tryLock("id/" + id)
+		if err != nil {
+			return err // an RPC is working on the volume; try again later
+		}
+		defer unlock()
+		s, ok := d.node.get(id)
+		if !ok {
+			return fmt.Errorf("%w: %s", errNotStaged, id)
+		}
+		var errs []error
+		for target := range s.targets {
+			errs = append(errs, d.deps.Mounter.Unmount(ctx, target))
+		}
+		if err := d.deps.Mounter.Unmount(ctx, s.staging); err != nil {
+			return errors.Join(append(errs, err)...)
+		}
+		mctx, cancel := context.WithTimeout(ctx, d.opts.MountTimeout)
+		err = d.deps.Mounter.MountCIFS(mctx, s.source, s.staging, s.options, s.creds)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("remount %s: %w", s.source, err)
+		}
+		for target, p := range s.targets {
+			if err := os.MkdirAll(target, 0o750); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			bctx, cancel := context.WithTimeout(ctx, d.opts.MountTimeout)
+			errs = append(errs, d.deps.Mounter.BindMount(bctx, s.staging, target, p.readOnly))
+			cancel()
+		}
+		err = errors.Join(errs...)
+		klog.InfoS("wedged mount remounted", "volumeID", id, "source", s.source, "staging", s.staging,
+			"republished", len(s.targets), "err", err)
+		return err
+	}
+}

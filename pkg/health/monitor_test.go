@@ -1,0 +1,237 @@
+package health
+
+import (
+	"context"
+	"errors"
+	"os"
+	"sync"
+	"syscall"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/csi-smb/csi-smb/pkg/mount"
+	"github.com/csi-smb/csi-smb/pkg/smb"
+)
+
+func TestClassifyStat(t *testing.T) {
+	pe := func(e error) mount.StatResult { return mount.StatResult{Err: &os.PathError{Op: "statfs", Err: e}} }
+	tests := []struct {
+		name   string
+		res    mount.StatResult
+		err    error
+		ok     bool
+		reason string
+	}{
+		{"answered", mount.StatResult{}, nil, true, ReasonMountOK},
+		{"hung", mount.StatResult{}, mount.ErrStatTimeout, false, ReasonMountStalled},
+		{"host down", pe(syscall.EHOSTDOWN), nil, false, ReasonHostDown},
+		{"out of credits, 5.x kernels", pe(syscall.Errno(524)), nil, false, ReasonNoCredits},
+		{"out of credits, current kernels", pe(syscall.EDEADLK), nil, false, ReasonNoCredits},
+		{"stale", pe(syscall.ESTALE), nil, false, ReasonStale},
+		{"io", pe(syscall.EIO), nil, false, ReasonIOError},
+		{"not connected", pe(syscall.ENOTCONN), nil, false, ReasonNotConnected},
+		{"access", pe(syscall.EACCES), nil, false, ReasonAccessDenied},
+		{"other errno", pe(syscall.E2BIG), nil, false, ReasonMountError},
+		{"no errno", mount.StatResult{Err: errors.New("weird")}, nil, false, ReasonMountError},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := ClassifyStat(tc.res, tc.err, time.Second, t0)
+			if c.OK != tc.ok || c.Reason != tc.reason {
+				t.Fatalf("ClassifyStat = %+v, want ok=%v reason %s", c, tc.ok, tc.reason)
+			}
+		})
+	}
+}
+
+func TestCombine(t *testing.T) {
+	okc := MountCheck{OK: true, Reason: ReasonMountOK}
+	stalled := MountCheck{Reason: ReasonMountStalled, Message: "statfs did not return"}
+	up := Verdict{State: StateHealthy, Reason: ReasonReachable}
+	slow := Verdict{State: StateDegraded, Reason: ReasonSlow, Message: "slow"}
+	missed := Verdict{State: StateDegraded, Reason: ReasonProbeMissed}
+	down := Verdict{State: StateUnreachable, Reason: ReasonUnreachable, Message: "2 probes failed"}
+	unknown := Verdict{State: StateUnknown, Reason: ReasonNotProbed}
+	tests := []struct {
+		name      string
+		c         MountCheck
+		sv        Verdict
+		remounted bool
+		want      State
+		reason    string
+	}{
+		{"all good", okc, up, false, StateHealthy, ReasonVolumeHealthy},
+		{"server not probed yet", okc, unknown, false, StateHealthy, ReasonVolumeHealthy},
+		{"server down wins over a fine-looking mount", okc, down, false, StateUnreachable, ReasonUnreachable},
+		{"server down and mount stalled", stalled, down, false, StateUnreachable, ReasonUnreachable},
+		{"mount wedged, server fine", stalled, up, false, StateUnreachable, ReasonMountStalled},
+		{"slow server", okc, slow, false, StateDegraded, ReasonSlow},
+		{"one missed probe", okc, missed, false, StateDegraded, ReasonProbeMissed},
+		{"recently remounted", okc, up, true, StateDegraded, ReasonRemounted},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			v := Combine(tc.c, tc.sv, tc.remounted)
+			if v.State != tc.want || v.Reason != tc.reason {
+				t.Fatalf("Combine = %v/%s (%s), want %v/%s", v.State, v.Reason, v.Message, tc.want, tc.reason)
+			}
+		})
+	}
+}
+
+// fakeServers is a prober stand-in with settable verdicts.
+type fakeServers struct {
+	mu       sync.Mutex
+	verdicts map[string]Verdict
+	refs     map[string]int
+}
+
+func (f *fakeServers) Acquire(addr string, _ smb.Credentials) func() {
+	f.mu.Lock()
+	f.refs[addr]++
+	f.mu.Unlock()
+	var once sync.Once
+	return func() { once.Do(func() { f.mu.Lock(); f.refs[addr]--; f.mu.Unlock() }) }
+}
+
+func (f *fakeServers) Verdict(addr string) (Verdict, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	v, ok := f.verdicts[addr]
+	return v, ok
+}
+
+func (f *fakeServers) set(addr string, s State, reason string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.verdicts[addr] = Verdict{State: s, Reason: reason}
+}
+
+// monitorBubble runs a Monitor with one volume whose statfs hangs while
+// hang is set.
+type monitorHarness struct {
+	m        *Monitor
+	servers  *fakeServers
+	mu       sync.Mutex
+	hang     bool
+	remounts int
+	changes  []string
+}
+
+func runMonitor(t *testing.T, fn func(h *monitorHarness)) {
+	synctest.Test(t, func(t *testing.T) {
+		h := &monitorHarness{servers: &fakeServers{verdicts: map[string]Verdict{"srv:445": {State: StateHealthy, Reason: ReasonReachable}}, refs: map[string]int{}}}
+		st := mount.NewStatter(func(string, *unix.Statfs_t) error {
+			for {
+				h.mu.Lock()
+				hang := h.hang
+				h.mu.Unlock()
+				if !hang {
+					return nil
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+		})
+		h.m = NewMonitor(st, h.servers, MonitorOptions{
+			OnChange:  func(id string, v VolumeVerdict) { h.mu.Lock(); h.changes = append(h.changes, v.Reason); h.mu.Unlock() },
+			OnRemount: func(string, error) { h.mu.Lock(); h.remounts++; h.hang = false; h.mu.Unlock() },
+		})
+		h.m.Add(VolumeSpec{ID: "vol", Staging: "/staging", Server: "srv:445", Initial: &mount.StatResult{},
+			Remount: func(context.Context) error { return nil }})
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error)
+		go func() { done <- h.m.Run(ctx) }()
+		defer func() {
+			h.setHang(false)
+			h.m.Remove("vol")
+			cancel()
+			<-done
+			time.Sleep(time.Second) // let a statfs that was hanging return
+			synctest.Wait()
+			h.servers.mu.Lock()
+			n := h.servers.refs["srv:445"]
+			h.servers.mu.Unlock()
+			if n != 0 {
+				t.Errorf("%d server probes still held after Remove", n)
+			}
+		}()
+		fn(h)
+	})
+}
+
+func (h *monitorHarness) setHang(v bool) { h.mu.Lock(); h.hang = v; h.mu.Unlock() }
+
+func (h *monitorHarness) remountCount() int { h.mu.Lock(); defer h.mu.Unlock(); return h.remounts }
+
+func (h *monitorHarness) verdict(t *testing.T) VolumeVerdict {
+	t.Helper()
+	v, ok := h.m.Verdict("vol")
+	if !ok {
+		t.Fatal("volume not watched")
+	}
+	return v
+}
+
+func TestMonitorRemountsWedgedMount(t *testing.T) {
+	runMonitor(t, func(h *monitorHarness) {
+		time.Sleep(time.Second)
+		if v := h.verdict(t); v.State != StateHealthy {
+			t.Fatalf("initial %v/%s", v.State, v.Reason)
+		}
+		h.setHang(true)
+		time.Sleep(4 * time.Second)
+		if v := h.verdict(t); v.State != StateUnreachable || v.Reason != ReasonMountStalled {
+			t.Fatalf("wedged mount: %v/%s %s", v.State, v.Reason, v.Message)
+		}
+		time.Sleep(10 * time.Second)
+		if n := h.remountCount(); n != 1 {
+			t.Fatalf("%d remounts after the grace period, want 1", n)
+		}
+		if v := h.verdict(t); v.State != StateDegraded || v.Reason != ReasonRemounted {
+			t.Fatalf("after remount: %v/%s", v.State, v.Reason)
+		}
+		time.Sleep(3 * time.Minute)
+		if v := h.verdict(t); v.State != StateHealthy {
+			t.Fatalf("long after the remount: %v/%s", v.State, v.Reason)
+		}
+	})
+}
+
+func TestMonitorDoesNotRemountWhenServerIsDown(t *testing.T) {
+	runMonitor(t, func(h *monitorHarness) {
+		h.servers.set("srv:445", StateUnreachable, ReasonUnreachable)
+		h.setHang(true)
+		time.Sleep(time.Minute)
+		if n := h.remountCount(); n != 0 {
+			t.Fatalf("remounted %d times while the server was down: pointless", n)
+		}
+		if v := h.verdict(t); v.Reason != ReasonUnreachable {
+			t.Fatalf("verdict %s", v.Reason)
+		}
+		h.servers.set("srv:445", StateHealthy, ReasonReachable)
+		h.setHang(false)
+		time.Sleep(3 * time.Second)
+		if v := h.verdict(t); v.State != StateHealthy {
+			t.Fatalf("server and mount back, verdict %v/%s", v.State, v.Reason)
+		}
+	})
+}
+
+func TestMonitorUsageSurvivesStall(t *testing.T) {
+	runMonitor(t, func(h *monitorHarness) {
+		time.Sleep(3 * time.Second)
+		before := h.verdict(t).UsageAt
+		h.servers.set("srv:445", StateUnreachable, ReasonUnreachable)
+		h.setHang(true)
+		time.Sleep(10 * time.Second)
+		v := h.verdict(t)
+		if v.UsageAt.IsZero() || v.UsageAt.After(before) {
+			t.Fatalf("usage time %v: must keep the last good one (%v)", v.UsageAt, before)
+		}
+		h.setHang(false)
+		h.servers.set("srv:445", StateHealthy, ReasonReachable)
+	})
+}

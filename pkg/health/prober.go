@@ -1,0 +1,234 @@
+package health
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/csi-smb/csi-smb/pkg/smb"
+)
+
+// Session is one probe connection to a server: a session with a tree
+// connect to IPC$ (Samba closes connections without a tree after 60 s).
+// One goroutine uses it at a time.
+type Session interface {
+	Echo(ctx context.Context) error
+	// Idle waits until deadline and returns nil, or returns an error as soon
+	// as the connection fails (the server closed or reset it), so a killed
+	// server is noticed at once, not at the next tick.
+	Idle(ctx context.Context, deadline time.Time) error
+	Close() error
+}
+
+// Dialer sets up probe sessions (pkg/smb.ProbeDialer in production).
+type Dialer interface {
+	Dial(ctx context.Context, addr string, creds smb.Credentials) (Session, error)
+}
+
+// DialFunc adapts a function to Dialer.
+type DialFunc func(ctx context.Context, addr string, creds smb.Credentials) (Session, error)
+
+// Dial calls f.
+func (f DialFunc) Dial(ctx context.Context, addr string, creds smb.Credentials) (Session, error) {
+	return f(ctx, addr, creds)
+}
+
+// Adapt turns a dial function that returns a concrete session type into a
+// Dialer, returning a true nil Session on error (a nil *T in a Session
+// interface is not nil).
+func Adapt[S Session](dial func(ctx context.Context, addr string, creds smb.Credentials) (S, error)) Dialer {
+	return DialFunc(func(ctx context.Context, addr string, creds smb.Credentials) (Session, error) {
+		s, err := dial(ctx, addr, creds)
+		if err != nil {
+			return nil, err
+		}
+		return s, nil
+	})
+}
+
+// Recorder receives every probe outcome and verdict change (metrics).
+type Recorder interface {
+	ProbeObserved(addr string, o Observation)
+	ServerVerdict(addr string, v Verdict)
+}
+
+// ProberOptions configure a Prober. Zero values get defaults.
+type ProberOptions struct {
+	Interval   time.Duration // ECHO period, default 1 s
+	BackoffMin time.Duration // first redial delay after a failed one, default 200 ms
+	BackoffMax time.Duration // default 1 s: a returning server is seen within a second
+	Detector   DetectorConfig
+	// Phase picks each server's start offset in [0, Interval), so a thousand
+	// servers are not probed in lockstep. Default: uniform random. Called
+	// concurrently.
+	Phase    func(interval time.Duration) time.Duration
+	Recorder Recorder
+	// OnChange is called, outside any lock, when a server's state or reason changes.
+	OnChange func(addr string, v Verdict)
+	// OnGone is called when the last user of a server released it.
+	OnGone func(addr string)
+}
+
+// Prober keeps one probe session per server, shared by every volume on it.
+type Prober struct {
+	opts    ProberOptions
+	dialer  Dialer
+	mu      sync.Mutex
+	targets map[string]*target
+	wake    chan struct{}
+}
+
+type target struct {
+	addr    string
+	holders map[uint64]smb.Credentials
+	latest  uint64
+	det     Detector
+	started bool
+	cancel  context.CancelFunc
+}
+
+// NewProber builds a prober; Run probes.
+func NewProber(d Dialer, o ProberOptions) *Prober {
+	if o.Interval == 0 {
+		o.Interval = time.Second
+	}
+	if o.BackoffMin == 0 {
+		o.BackoffMin = 200 * time.Millisecond
+	}
+	if o.BackoffMax == 0 {
+		o.BackoffMax = time.Second
+	}
+	if o.Detector == (DetectorConfig{}) {
+		o.Detector = DefaultDetectorConfig()
+	}
+	if o.Phase == nil {
+		o.Phase = func(i time.Duration) time.Duration { return rand.N(i) }
+	}
+	return &Prober{opts: o, dialer: d, targets: map[string]*target{}, wake: make(chan struct{}, 1)}
+}
+
+// Acquire starts probing addr (host:port) for one user, with its
+// credentials (empty: anonymous). Probing stops when every user released.
+func (p *Prober) Acquire(addr string, creds smb.Credentials) (release func()) {
+	p.mu.Lock()
+	t, ok := p.targets[addr]
+	if !ok {
+		t = &target{addr: addr, holders: map[uint64]smb.Credentials{}, det: NewDetector(p.opts.Detector)}
+		p.targets[addr] = t
+	}
+	t.latest++
+	id := t.latest
+	t.holders[id] = creds
+	p.mu.Unlock()
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+	var once sync.Once
+	return func() { once.Do(func() { p.release(t, id) }) }
+}
+
+func (p *Prober) release(t *target, id uint64) {
+	p.mu.Lock()
+	delete(t.holders, id)
+	if len(t.holders) > 0 || p.targets[t.addr] != t {
+		p.mu.Unlock()
+		return
+	}
+	delete(p.targets, t.addr)
+	if t.cancel != nil {
+		t.cancel()
+	}
+	p.mu.Unlock()
+	if p.opts.OnGone != nil {
+		p.opts.OnGone(t.addr)
+	}
+}
+
+// Verdict returns the current verdict on addr; ok is false when nobody
+// probes it.
+func (p *Prober) Verdict(addr string) (Verdict, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	t, ok := p.targets[addr]
+	if !ok {
+		return Verdict{}, false
+	}
+	return t.det.Verdict(), true
+}
+
+// Verdicts returns the verdict of every probed server.
+func (p *Prober) Verdicts() map[string]Verdict {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make(map[string]Verdict, len(p.targets))
+	for a, t := range p.targets {
+		out[a] = t.det.Verdict()
+	}
+	return out
+}
+
+// Run probes every acquired server until ctx ends; it returns once all its
+// goroutines have exited and their sessions are closed.
+func (p *Prober) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		p.mu.Lock()
+		for _, t := range p.targets {
+			if t.started {
+				continue
+			}
+			tctx, cancel := context.WithCancel(ctx)
+			t.started, t.cancel = true, cancel
+			wg.Go(func() { p.work(tctx, t) })
+		}
+		p.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-p.wake:
+		}
+	}
+}
+
+// observe folds o into t's detector and reports what changed.
+func (p *Prober) observe(t *target, o Observation) {
+	p.mu.Lock()
+	before := t.det.Verdict()
+	t.det = t.det.Observe(o)
+	after := t.det.Verdict()
+	p.mu.Unlock()
+	if r := p.opts.Recorder; r != nil {
+		r.ProbeObserved(t.addr, o)
+		r.ServerVerdict(t.addr, after)
+	}
+	if (before.State != after.State || before.Reason != after.Reason) && p.opts.OnChange != nil {
+		p.opts.OnChange(t.addr, after)
+	}
+}
+
+func (p *Prober) snapshot(t *target) (Detector, smb.Credentials) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var creds smb.Credentials
+	var newest uint64
+	for id, c := range t.holders {
+		if id > newest {
+			newest, creds = id, c
+		}
+	}
+	return t.det, creds
+}
+
+// outcomeOf tells a timeout from an active refusal or reset.
+func outcomeOf(err error) Outcome {
+	var ne net.Error
+	if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
+		return Timeout
+	}
+	return Failed
+}

@@ -1,0 +1,135 @@
+// Package metrics exports the driver's health as Prometheus metrics: the
+// gate-free channel that works on every Kubernetes version.
+package metrics
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/csi-smb/csi-smb/pkg/health"
+)
+
+const namespace = "csi_smb"
+
+// Metrics holds the collectors; build it with New on a registry made in main.
+type Metrics struct {
+	rtt         *prometheus.HistogramVec
+	failures    *prometheus.CounterVec
+	serverState *prometheus.GaugeVec
+	volumeState *prometheus.GaugeVec
+	remounts    *prometheus.CounterVec
+}
+
+// New registers the collectors (and the Go and process collectors) on reg.
+func New(reg prometheus.Registerer) (*Metrics, error) {
+	m := &Metrics{
+		rtt: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: namespace, Name: "probe_rtt_seconds",
+			Help:    "Round-trip time of SMB2 ECHO probes, per server.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2.5, 14), // 100 µs .. ~15 s
+		}, []string{"server"}),
+		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "probe_failures_total",
+			Help: "Failed probes per server; outcome is timeout (no answer) or failed (refused or reset).",
+		}, []string{"server", "outcome"}),
+		serverState: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "server_state",
+			Help: "Prober verdict per server: 0 unknown, 1 healthy, 2 degraded, 3 unreachable.",
+		}, []string{"server"}),
+		volumeState: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "volume_health",
+			Help: "Health per staged volume: 0 unknown, 1 healthy, 2 degraded, 3 inaccessible; reason as in NodeGetVolumeHealth.",
+		}, []string{"volume_id", "reason"}),
+		remounts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "remounts_total",
+			Help: "Remounts of wedged mounts whose server still answered, by result (ok, error).",
+		}, []string{"result"}),
+	}
+	for _, c := range []prometheus.Collector{m.rtt, m.failures, m.serverState, m.volumeState, m.remounts,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("register metrics: %w", err)
+		}
+	}
+	return m, nil
+}
+
+// ProbeObserved records one probe (health.Recorder).
+func (m *Metrics) ProbeObserved(addr string, o health.Observation) {
+	switch o.Outcome {
+	case health.Success:
+		m.rtt.WithLabelValues(addr).Observe(o.RTT.Seconds())
+	case health.Timeout:
+		m.failures.WithLabelValues(addr, "timeout").Inc()
+	case health.Failed:
+		m.failures.WithLabelValues(addr, "failed").Inc()
+	}
+}
+
+// ServerVerdict records a server's state (health.Recorder).
+func (m *Metrics) ServerVerdict(addr string, v health.Verdict) {
+	m.serverState.WithLabelValues(addr).Set(float64(v.State))
+}
+
+// ServerGone drops the series of a server nobody probes any more.
+func (m *Metrics) ServerGone(addr string) {
+	m.serverState.DeleteLabelValues(addr)
+	m.rtt.DeleteLabelValues(addr)
+	m.failures.DeletePartialMatch(prometheus.Labels{"server": addr})
+}
+
+// VolumeVerdict records a volume's health; one series per volume.
+func (m *Metrics) VolumeVerdict(id string, v health.VolumeVerdict) {
+	m.volumeState.DeletePartialMatch(prometheus.Labels{"volume_id": id})
+	m.volumeState.WithLabelValues(id, v.Reason).Set(float64(v.State))
+}
+
+// VolumeGone drops a volume's series (after unstage).
+func (m *Metrics) VolumeGone(id string) {
+	m.volumeState.DeletePartialMatch(prometheus.Labels{"volume_id": id})
+}
+
+// Remounted counts a remount attempt.
+func (m *Metrics) Remounted(err error) {
+	result := "ok"
+	if err != nil {
+		result = "error"
+	}
+	m.remounts.WithLabelValues(result).Inc()
+}
+
+// Serve serves /metrics from gatherer on addr until ctx ends.
+func Serve(ctx context.Context, addr string, gatherer prometheus.Gatherer) error {
+	lis, err := (&net.ListenConfig{}).Listen(ctx, "tcp", addr)
+	if err != nil {
+		return fmt.Errorf("metrics listen on %s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(lis) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("metrics server: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	err = srv.Shutdown(sctx)
+	if serr := <-errc; !errors.Is(serr, http.ErrServerClosed) {
+		err = errors.Join(err, serr)
+	}
+	if err != nil {
+		return fmt.Errorf("metrics shutdown: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,93 @@
+package metrics
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/goleak"
+
+	"github.com/csi-smb/csi-smb/pkg/health"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestRecorder(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m, err := New(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.ProbeObserved("s:445", health.Observation{Outcome: health.Success, RTT: time.Millisecond})
+	m.ProbeObserved("s:445", health.Observation{Outcome: health.Timeout})
+	m.ProbeObserved("s:445", health.Observation{Outcome: health.Failed})
+	m.ProbeObserved("s:445", health.Observation{Outcome: health.Failed})
+	m.ServerVerdict("s:445", health.Verdict{State: health.StateUnreachable})
+	m.VolumeVerdict("v1", health.VolumeVerdict{State: health.StateDegraded, Reason: "ServerSlow"})
+	m.VolumeVerdict("v1", health.VolumeVerdict{State: health.StateUnreachable, Reason: "ServerUnreachable"})
+	m.Remounted(nil)
+	m.Remounted(errors.New("x"))
+	if got := testutil.ToFloat64(m.failures.WithLabelValues("s:445", "failed")); got != 2 {
+		t.Fatalf("failed probes = %v", got)
+	}
+	if got := testutil.ToFloat64(m.serverState.WithLabelValues("s:445")); got != 3 {
+		t.Fatalf("server state = %v", got)
+	}
+	if n := testutil.CollectAndCount(m.volumeState); n != 1 {
+		t.Fatalf("%d volume series, want 1 (the reason changed; the old series must go)", n)
+	}
+	if got := testutil.ToFloat64(m.volumeState.WithLabelValues("v1", "ServerUnreachable")); got != 3 {
+		t.Fatalf("volume state = %v", got)
+	}
+	m.VolumeGone("v1")
+	m.ServerGone("s:445")
+	if n := testutil.CollectAndCount(m.volumeState) + testutil.CollectAndCount(m.serverState) + testutil.CollectAndCount(m.failures); n != 0 {
+		t.Fatalf("%d series left after the volume and server went", n)
+	}
+	if testutil.CollectAndCount(m.rtt) != 0 {
+		t.Fatal("rtt series left")
+	}
+}
+
+func TestServe(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m, err := New(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Remounted(nil)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := lis.Addr().String()
+	_ = lis.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- Serve(ctx, addr, reg) }()
+	var body string
+	for range 100 {
+		resp, err := http.Get("http://" + addr + "/metrics")
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			_ = resp.Body.Close()
+			body = string(b)
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(body, `csi_smb_remounts_total{result="ok"} 1`) {
+		t.Fatalf("scrape lacks the remount counter:\n%.500s", body)
+	}
+}

@@ -1,0 +1,207 @@
+package smb
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	smb2 "github.com/cloudsoda/go-smb2"
+
+	"github.com/csi-smb/csi-smb/pkg/smb/wire"
+)
+
+// ProbeDialer opens the health prober's sessions. go-smb2 does the
+// security-sensitive part (NEGOTIATE, SESSION_SETUP with NTLM, a tree
+// connect to IPC$, which keeps Samba from closing an idle connection after
+// 60 s); then the session takes the socket over and sends its 72-byte ECHOs
+// itself. That saves go-smb2's two goroutines per connection and their
+// hand-offs on every ECHO: what makes a thousand probed servers cheap.
+type ProbeDialer struct {
+	// Dial opens the TCP connection; default net.Dialer.DialContext.
+	Dial DialFunc
+}
+
+// ProbeSession is one probe connection, used by one goroutine at a time.
+type ProbeSession struct {
+	conn net.Conn
+	rd   *bufio.Reader
+	next uint64 // next MessageId
+	buf  []byte
+}
+
+// DialProbe sets up a probe session to addr (host:port) with creds; when the
+// server refuses them it tries an anonymous session, which Samba allows by
+// default. Every step is bounded by ctx.
+func (d ProbeDialer) DialProbe(ctx context.Context, addr string, creds Credentials) (*ProbeSession, error) {
+	s, err := d.dial(ctx, addr, creds)
+	if err != nil && errors.Is(err, ErrAuth) && creds.Username != "" {
+		s, err = d.dial(ctx, addr, Credentials{})
+	}
+	return s, err
+}
+
+func (d ProbeDialer) dial(ctx context.Context, addr string, creds Credentials) (*ProbeSession, error) {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("probe address %q: %w", addr, err)
+	}
+	dialFn := d.Dial
+	if dialFn == nil {
+		dialFn = (&net.Dialer{}).DialContext
+	}
+	raw, err := dialFn(ctx, "tcp", addr)
+	if err != nil {
+		return nil, classify("connect to "+addr, err)
+	}
+	hc := &handoverConn{Conn: raw, released: make(chan struct{})}
+	if dl, ok := ctx.Deadline(); ok {
+		_ = raw.SetDeadline(dl)
+	}
+	dialer := &smb2.Dialer{Initiator: &smb2.NTLMInitiator{User: creds.Username, Password: creds.Password, Domain: creds.Domain}}
+	sess, err := dialer.DialConn(ctx, hc, host)
+	if err == nil {
+		_, err = sess.WithContext(ctx).Mount(`\\` + host + `\IPC$`)
+	}
+	if err == nil {
+		err = hc.handOver(ctx)
+	}
+	if err != nil {
+		_ = raw.Close()
+		return nil, classify(fmt.Sprintf("probe session to %s as %s", addr, creds), err)
+	}
+	_ = raw.SetDeadline(time.Time{})
+	return &ProbeSession{conn: raw, rd: bufio.NewReaderSize(raw, 512), next: hc.nextID(), buf: make([]byte, 0, 128)}, nil
+}
+
+// Echo sends one SMB2 ECHO and waits for its answer until ctx ends. Any
+// well-formed answer proves liveness, whatever its status (some NAS
+// firmware answers STATUS_USER_SESSION_DELETED).
+func (s *ProbeSession) Echo(ctx context.Context) error {
+	dl, _ := ctx.Deadline()
+	_ = s.conn.SetDeadline(dl)
+	stop := context.AfterFunc(ctx, func() { _ = s.conn.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	id := s.next
+	s.next++
+	if _, err := s.conn.Write(wire.EchoRequest(id)); err != nil {
+		return ioErr(ctx, err)
+	}
+	for range 16 {
+		msg, err := wire.ReadFrame(s.rd, s.buf)
+		if err != nil {
+			return ioErr(ctx, err)
+		}
+		s.buf = msg[:0]
+		h, err := wire.ParseHeader(msg)
+		if err != nil {
+			return err
+		}
+		if !h.Response() || h.Unsolicited() || h.Interim() || h.MessageID != id {
+			continue // an oplock break or a stale answer: not ours
+		}
+		if h.Command != wire.CmdEcho {
+			return fmt.Errorf("%w: answer to ECHO %d is command %#x", wire.ErrMalformed, id, h.Command)
+		}
+		return nil
+	}
+	return fmt.Errorf("%w: no answer to ECHO %d among 16 messages", wire.ErrMalformed, id)
+}
+
+// Idle waits until deadline, returning nil then (or earlier if data
+// arrived), and an error as soon as the connection fails: a killed server
+// is seen at once, without a goroutine reading in the background.
+func (s *ProbeSession) Idle(ctx context.Context, deadline time.Time) error {
+	_ = s.conn.SetReadDeadline(deadline)
+	stop := context.AfterFunc(ctx, func() { _ = s.conn.SetReadDeadline(time.Unix(1, 0)) })
+	defer stop()
+	_, err := s.rd.Peek(1)
+	switch {
+	case ctx.Err() != nil:
+		return ctx.Err()
+	case err == nil, errors.Is(err, os.ErrDeadlineExceeded):
+		return nil
+	}
+	return classify("probe connection", err)
+}
+
+// Close drops the connection at once. A probe connection that timed out is
+// never reused, and a polite LOGOFF would need the dead server to answer.
+func (s *ProbeSession) Close() error {
+	if err := s.conn.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+		return fmt.Errorf("close probe connection: %w", err)
+	}
+	return nil
+}
+
+// ioErr reports a timeout as the context's error, so callers tell a
+// deadline from a refusal with errors.Is(err, context.DeadlineExceeded).
+func ioErr(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return context.DeadlineExceeded
+	}
+	return err
+}
+
+// handoverConn lets go-smb2 set the session up, remembers the message IDs
+// it used, and then takes the connection back from it.
+type handoverConn struct {
+	net.Conn
+	mu       sync.Mutex
+	next     uint64
+	taken    atomic.Bool
+	released chan struct{} // closed when go-smb2's receiver has let go
+	once     sync.Once
+}
+
+// Write passes go-smb2's writes on and records the next message ID.
+// go-smb2 writes the 4-byte transport prefix and the message separately.
+func (c *handoverConn) Write(b []byte) (int, error) {
+	if c.taken.Load() {
+		return 0, net.ErrClosed
+	}
+	if n, ok := wire.NextMessageID(b); ok {
+		c.mu.Lock()
+		c.next = max(c.next, n)
+		c.mu.Unlock()
+	}
+	return c.Conn.Write(b)
+}
+
+// Read passes reads on until the hand-over; then it fails, which ends
+// go-smb2's receiver (and with it its sender).
+func (c *handoverConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if c.taken.Load() {
+		c.once.Do(func() { close(c.released) })
+		return 0, net.ErrClosed
+	}
+	return n, err
+}
+
+// handOver stops go-smb2 from reading: it wakes its blocked read with a
+// past deadline and waits until the read has returned.
+func (c *handoverConn) handOver(ctx context.Context) error {
+	c.taken.Store(true)
+	_ = c.Conn.SetReadDeadline(time.Unix(1, 0))
+	select {
+	case <-c.released:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (c *handoverConn) nextID() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.next
+}

@@ -1,0 +1,136 @@
+// Package wire encodes and decodes the few SMB2 messages the health prober
+// sends itself (MS-SMB2 2.1 transport framing, 2.2.1 header, 2.2.28/2.2.29
+// ECHO). It is pure: no I/O beyond reading frames from an io.Reader, bounds
+// checked before every read, never panics on untrusted bytes.
+package wire
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// Protocol constants (MS-SMB2 2.2.1).
+const (
+	HeaderSize      = 64
+	CmdNegotiate    = 0x0000
+	CmdEcho         = 0x000D
+	FlagResponse    = 0x00000001 // SMB2_FLAGS_SERVER_TO_REDIR
+	FlagAsync       = 0x00000002
+	StatusPending   = 0x00000103
+	echoBodySize    = 4
+	EchoFrameSize   = 4 + HeaderSize + echoBodySize // 72 bytes on the wire
+	MaxProbeFrame   = 64 << 10                      // anything bigger is not an answer to a probe
+	protocolSMB2    = 0x424D53FE                    // "\xFESMB", little-endian
+	protocolCrypt   = 0x424D53FD                    // "\xFDSMB": an encrypted message
+	unsolicitedMsgs = ^uint64(0)                    // oplock/lease breaks carry MessageId all-ones
+)
+
+// Errors of malformed input; ErrMalformed wraps every one of them.
+var (
+	ErrMalformed = errors.New("malformed SMB2 message")
+	ErrTooLarge  = fmt.Errorf("%w: frame over %d bytes", ErrMalformed, MaxProbeFrame)
+)
+
+// Header is the part of an SMB2 header the prober looks at.
+type Header struct {
+	Command        uint16
+	CreditCharge   uint16
+	CreditResponse uint16
+	Status         uint32
+	Flags          uint32
+	MessageID      uint64
+	SessionID      uint64
+}
+
+// Response reports whether the header is a server response.
+func (h Header) Response() bool { return h.Flags&FlagResponse != 0 }
+
+// Unsolicited reports an oplock or lease break notification, which is not
+// the answer to any request.
+func (h Header) Unsolicited() bool { return h.MessageID == unsolicitedMsgs }
+
+// Interim reports an interim STATUS_PENDING answer; the final one follows.
+func (h Header) Interim() bool { return h.Flags&FlagAsync != 0 && h.Status == StatusPending }
+
+// EchoRequest encodes a framed SMB2 ECHO request with messageID, charging
+// and asking for one credit, with SessionId 0 and no signature: servers
+// answer an ECHO without verifying the session (MS-SMB2 3.3.5.2.9), which is
+// what the Linux client does too.
+func EchoRequest(messageID uint64) []byte {
+	b := make([]byte, EchoFrameSize)
+	binary.BigEndian.PutUint32(b[0:4], HeaderSize+echoBodySize) // the first byte stays 0
+	h := b[4:]
+	binary.LittleEndian.PutUint32(h[0:4], protocolSMB2)
+	binary.LittleEndian.PutUint16(h[4:6], HeaderSize)
+	binary.LittleEndian.PutUint16(h[6:8], 1) // CreditCharge
+	binary.LittleEndian.PutUint16(h[12:14], CmdEcho)
+	binary.LittleEndian.PutUint16(h[14:16], 1) // CreditRequest
+	binary.LittleEndian.PutUint64(h[24:32], messageID)
+	binary.LittleEndian.PutUint16(h[HeaderSize:HeaderSize+2], echoBodySize)
+	return b
+}
+
+// ParseHeader decodes the SMB2 header at the start of msg (a frame
+// without its 4-byte transport prefix).
+func ParseHeader(msg []byte) (Header, error) {
+	if len(msg) < HeaderSize {
+		return Header{}, fmt.Errorf("%w: %d bytes is shorter than a header", ErrMalformed, len(msg))
+	}
+	switch binary.LittleEndian.Uint32(msg[0:4]) {
+	case protocolSMB2:
+	case protocolCrypt:
+		return Header{}, fmt.Errorf("%w: encrypted message", ErrMalformed)
+	default:
+		return Header{}, fmt.Errorf("%w: not SMB2", ErrMalformed)
+	}
+	if binary.LittleEndian.Uint16(msg[4:6]) != HeaderSize {
+		return Header{}, fmt.Errorf("%w: header structure size", ErrMalformed)
+	}
+	return Header{
+		CreditCharge:   binary.LittleEndian.Uint16(msg[6:8]),
+		Status:         binary.LittleEndian.Uint32(msg[8:12]),
+		Command:        binary.LittleEndian.Uint16(msg[12:14]),
+		CreditResponse: binary.LittleEndian.Uint16(msg[14:16]),
+		Flags:          binary.LittleEndian.Uint32(msg[16:20]),
+		MessageID:      binary.LittleEndian.Uint64(msg[24:32]),
+		SessionID:      binary.LittleEndian.Uint64(msg[40:48]),
+	}, nil
+}
+
+// ReadFrame reads one transport frame from r into buf (grown when needed)
+// and returns the message without its prefix. A frame over MaxProbeFrame is
+// refused before anything is allocated for it.
+func ReadFrame(r io.Reader, buf []byte) ([]byte, error) {
+	var pre [4]byte
+	if _, err := io.ReadFull(r, pre[:]); err != nil {
+		return nil, err
+	}
+	if pre[0] != 0 {
+		return nil, fmt.Errorf("%w: transport prefix %#x", ErrMalformed, pre[0])
+	}
+	n := int(binary.BigEndian.Uint32(pre[:]))
+	if n > MaxProbeFrame {
+		return nil, ErrTooLarge
+	}
+	if cap(buf) < n {
+		buf = make([]byte, n)
+	}
+	buf = buf[:n]
+	if _, err := io.ReadFull(r, buf); err != nil {
+		return nil, fmt.Errorf("frame body: %w", err)
+	}
+	return buf, nil
+}
+
+// NextMessageID returns the message ID after the request msg (a frame
+// without its prefix), or ok=false if msg is not an SMB2 request.
+// MS-SMB2 3.2.4.1.3: a request consumes max(CreditCharge, 1) IDs.
+func NextMessageID(msg []byte) (next uint64, ok bool) {
+	h, err := ParseHeader(msg)
+	if err != nil || h.Response() {
+		return 0, false
+	}
+	return h.MessageID + uint64(max(h.CreditCharge, 1)), true
+}
