@@ -190,8 +190,10 @@ func (l *Lab) Start(ctx context.Context, name string) error {
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start %s: %w", name, err)
 	}
-	go func() { _ = cmd.Wait() }() // reap it if it dies while we run
 	s.PID = cmd.Process.Pid
+	// No reaper goroutine: a killed smbd stays a zombie until this process
+	// exits (alive() ignores zombies), and tests see no stray goroutine.
+	_ = cmd.Process.Release()
 	if err := l.save(); err != nil {
 		return err
 	}

@@ -145,12 +145,13 @@ func (d *demo) lifecycle(ip, server string) error {
 	return nil
 }
 
-// breakAndHeal kills and then freezes the server under the published
-// volume and prints what NodeGetVolumeStats reports until it heals.
+// breakAndHeal kills, freezes and partitions the server under the
+// published volume, and prints what the health RPCs report until it heals.
 func (d *demo) breakAndHeal(id, target, server string) error {
 	for _, f := range []struct{ what, breakIt, heal string }{
 		{"server killed", lab.ActKill, lab.ActStart},
 		{"server frozen", lab.ActStop, lab.ActCont},
+		{"server partitioned", lab.ActPart, lab.ActUnpart},
 	} {
 		if err := d.do("fault: "+f.what, func(ctx context.Context) (string, error) {
 			return "smblab fault " + f.breakIt + " " + server, d.ctrl.Do(ctx, f.breakIt, server)
@@ -172,24 +173,53 @@ func (d *demo) breakAndHeal(id, target, server string) error {
 	return nil
 }
 
-// watch polls stats until the volume's condition is abnormal (or normal).
-func (d *demo) watch(id, target string, wantAbnormal bool, limit time.Duration) error {
+// watch polls NodeGetVolumeHealth until the volume is inaccessible (or
+// healthy again) and prints what every health channel says at that moment.
+func (d *demo) watch(id, target string, wantBroken bool, limit time.Duration) error {
 	start := time.Now()
 	for time.Since(start) < limit {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		r, err := d.node.NodeGetVolumeStats(ctx, &csi.NodeGetVolumeStatsRequest{VolumeId: id, VolumePath: target})
+		h, err := d.node.NodeGetVolumeHealth(ctx, &csi.NodeGetVolumeHealthRequest{VolumeId: id, VolumePublishPath: target})
 		cancel()
 		if err != nil {
-			return fmt.Errorf("NodeGetVolumeStats must never fail on a dead mount: %w", err)
+			return fmt.Errorf("NodeGetVolumeHealth: %w", err)
 		}
-		if abnormal, msg, _ := driver.LegacyCondition(r, 2); abnormal == wantAbnormal {
+		hs := h.GetVolumeHealth().GetHealthStatuses()
+		broken := len(hs) > 0 && hs[0].GetStatus() == csi.VolumeHealthErrorType_INACCESSIBLE
+		if broken == wantBroken && (wantBroken || len(hs) == 0) {
+			took := time.Since(start)
 			d.step++
-			fmt.Printf("%-4s %-28s %10s  abnormal=%v %s\n", fmt.Sprintf("%d.", d.step), "volume condition", ms(time.Since(start)), abnormal, msg)
-			return nil
+			what := "healthy (no health status)"
+			if len(hs) > 0 {
+				what = fmt.Sprintf("%s %s: %s", hs[0].GetStatus(), hs[0].GetReason(), hs[0].GetMessage())
+			}
+			fmt.Printf("%-4s %-28s %10s  %s\n", fmt.Sprintf("%d.", d.step), "NodeGetVolumeHealth", ms(took), what)
+			return d.alsoSay(id, target)
 		}
-		time.Sleep(250 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond)
 	}
-	return fmt.Errorf("volume condition did not become abnormal=%v within %v", wantAbnormal, limit)
+	return fmt.Errorf("volume did not become inaccessible=%v within %v", wantBroken, limit)
+}
+
+// alsoSay prints the storage health and the legacy condition at this moment.
+func (d *demo) alsoSay(id, target string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	sh, err := d.node.NodeGetStorageHealth(ctx, &csi.NodeGetStorageHealthRequest{})
+	if err != nil {
+		return fmt.Errorf("NodeGetStorageHealth: %w", err)
+	}
+	storage := "all servers healthy"
+	if b := sh.GetBackendHealth(); len(b) > 0 {
+		storage = fmt.Sprintf("%s %s: %s", b[0].GetStatus(), b[0].GetReason(), b[0].GetMessage())
+	}
+	fmt.Printf("%-4s %-28s %10s  %s\n", "", "  NodeGetStorageHealth", "", storage)
+	st, err := d.stats(ctx, id, target)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("%-4s %-28s %10s  %s\n", "", "  NodeGetVolumeStats", "", st)
+	return nil
 }
 
 func (d *demo) stats(ctx context.Context, id, target string) (string, error) {
@@ -202,7 +232,7 @@ func (d *demo) stats(ctx context.Context, id, target string) (string, error) {
 	if len(u) == 0 {
 		return "", errors.New("no usage")
 	}
-	return fmt.Sprintf("%d MiB used of %d MiB; abnormal=%v %s", u[0].GetUsed()>>20, u[0].GetTotal()>>20, abnormal, msg), nil
+	return fmt.Sprintf("%d MiB used of %d MiB; legacy condition abnormal=%v: %s", u[0].GetUsed()>>20, u[0].GetTotal()>>20, abnormal, msg), nil
 }
 
 func (d *demo) do(name string, fn func(ctx context.Context) (string, error)) error {

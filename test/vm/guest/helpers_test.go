@@ -97,12 +97,12 @@ func unstage(ctx context.Context, vol *csi.Volume, staging string) error {
 }
 
 // stagedAndPublished stages and publishes vol and undoes both at the end.
-func stagedAndPublished(t *testing.T, vol *csi.Volume) (staging, target string) {
+func stagedAndPublished(t testing.TB, vol *csi.Volume) (staging, target string) {
 	t.Helper()
 	return stagedAndPublishedWith(t, vol, rwx)
 }
 
-func stagedAndPublishedWith(t *testing.T, vol *csi.Volume, c *csi.VolumeCapability) (staging, target string) {
+func stagedAndPublishedWith(t testing.TB, vol *csi.Volume, c *csi.VolumeCapability) (staging, target string) {
 	t.Helper()
 	staging, target = paths(t)
 	if err := stage(t, vol, staging, c); err != nil {
@@ -124,7 +124,7 @@ func stagedAndPublishedWith(t *testing.T, vol *csi.Volume, c *csi.VolumeCapabili
 	return staging, target
 }
 
-func stats(t *testing.T, vol *csi.Volume, path string) (*csi.NodeGetVolumeStatsResponse, time.Duration, error) {
+func stats(t testing.TB, vol *csi.Volume, path string) (*csi.NodeGetVolumeStatsResponse, time.Duration, error) {
 	t.Helper()
 	start := time.Now()
 	resp, err := theEnv.node.NodeGetVolumeStats(tctx(t, 30*time.Second), &csi.NodeGetVolumeStatsRequest{VolumeId: vol.GetVolumeId(), VolumePath: path})

@@ -133,7 +133,7 @@ func checkLogForSecrets() int {
 }
 
 // fault asks the host to apply a lab fault and fails the test if it cannot.
-func fault(t *testing.T, action, target string) {
+func fault(t testing.TB, action, target string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
