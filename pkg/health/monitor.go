@@ -69,11 +69,15 @@ type watched struct {
 	usage     mount.Usage
 	usageAt   time.Time
 	failSince time.Time // first failed check of the current run of failures
+	serverUp  time.Time // when the server last came back from Unreachable
+	serverOut bool      // the server was Unreachable at the last look
+	recheck   bool      // the server came back; its mount is not verified yet
 	remounted time.Time // last successful remount
 	tried     time.Time // last remount attempt
 	last      VolumeVerdict
 	started   bool
 	cancel    context.CancelFunc
+	wake      chan struct{} // check now
 }
 
 // NewMonitor builds a monitor; Run checks.
@@ -95,7 +99,7 @@ func NewMonitor(st Statter, servers Servers, o MonitorOptions) *Monitor {
 // Add starts watching a volume (replacing an earlier spec of the same ID)
 // and acquires a probe of its server.
 func (m *Monitor) Add(spec VolumeSpec) {
-	w := &watched{spec: spec, release: m.servers.Acquire(spec.Server, spec.Creds)}
+	w := &watched{spec: spec, release: m.servers.Acquire(spec.Server, spec.Creds), wake: make(chan struct{}, 1)}
 	now := time.Now()
 	if spec.Initial != nil {
 		w.record(ClassifyStat(*spec.Initial, nil, m.opts.StatTimeout, now), *spec.Initial)
@@ -138,23 +142,34 @@ func (w *watched) stop() {
 
 // ServerChanged re-evaluates the volumes on addr at once (wire the Prober's
 // OnChange here), so a server verdict reaches volume events without
-// waiting for the next mount check.
+// waiting for the next mount check. When the server comes back from
+// Unreachable, its mounts are checked at once and reported as
+// MountReconnecting until a check passes: the kernel reconnects a mount
+// some time after its server returns.
 func (m *Monitor) ServerChanged(addr string) {
+	sv, _ := m.servers.Verdict(addr)
+	down := sv.State == StateUnreachable
+	now := time.Now()
 	m.mu.Lock()
-	var hit []string
+	var hit []*watched
+	var ids []string
 	for id, w := range m.vols {
-		if w.spec.Server == addr {
-			hit = append(hit, id)
+		if w.spec.Server != addr {
+			continue
 		}
+		if w.serverOut && !down {
+			w.serverUp, w.recheck = now, true
+			select {
+			case w.wake <- struct{}{}:
+			default:
+			}
+		}
+		w.serverOut = down
+		hit, ids = append(hit, w), append(ids, id)
 	}
 	m.mu.Unlock()
-	for _, id := range hit {
-		m.mu.Lock()
-		w := m.vols[id]
-		m.mu.Unlock()
-		if w != nil {
-			m.publish(id, w)
-		}
+	for i, w := range hit {
+		m.publish(ids[i], w)
 	}
 }
 
@@ -169,25 +184,17 @@ func (m *Monitor) Known(id string) bool {
 // Run checks every watched volume until ctx ends and returns after all its
 // goroutines have exited.
 func (m *Monitor) Run(ctx context.Context) error {
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	for {
+	return supervise(ctx, m.wake, func(spawn func(func())) {
 		m.mu.Lock()
+		defer m.mu.Unlock()
 		for id, w := range m.vols {
-			if w.started {
-				continue
+			if !w.started {
+				wctx, cancel := context.WithCancel(ctx)
+				w.started, w.cancel = true, cancel
+				spawn(func() { m.watch(wctx, id, w) })
 			}
-			wctx, cancel := context.WithCancel(ctx)
-			w.started, w.cancel = true, cancel
-			wg.Go(func() { m.watch(wctx, id, w) })
 		}
-		m.mu.Unlock()
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-m.wake:
-		}
-	}
+	})
 }
 
 func (m *Monitor) watch(ctx context.Context, id string, w *watched) {
@@ -199,6 +206,7 @@ func (m *Monitor) watch(ctx context.Context, id string, w *watched) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-w.wake:
 		}
 	}
 }
@@ -223,6 +231,7 @@ func (m *Monitor) checkOnce(ctx context.Context, id string, w *watched) {
 
 func (w *watched) record(c MountCheck, res mount.StatResult) {
 	w.check = c
+	w.recheck = false
 	if c.OK {
 		w.usage, w.usageAt = res.Usage, res.Finished
 		w.failSince = time.Time{}
@@ -231,12 +240,24 @@ func (w *watched) record(c MountCheck, res mount.StatResult) {
 	}
 }
 
+// failingSince is when the current run of mount failures began to count
+// against RemountGrace: its first failure, or the server's return if later.
+func (w *watched) failingSince() time.Time {
+	if w.serverUp.After(w.failSince) {
+		return w.serverUp
+	}
+	return w.failSince
+}
+
 // remountDue: the mount has failed for RemountGrace while its server kept
-// answering, so the fault is in this mount, not the server.
+// answering, so the fault is in this mount, not the server. Failures seen
+// while the server was down do not count: after a server returns, the
+// kernel needs its own few seconds to reconnect, and remounting every
+// volume then would only race it.
 func (m *Monitor) remountDue(w *watched, now time.Time) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if w.spec.Remount == nil || w.check.OK || now.Sub(w.failSince) < m.opts.RemountGrace {
+	if w.spec.Remount == nil || w.check.OK || now.Sub(w.failingSince()) < m.opts.RemountGrace {
 		return false
 	}
 	if !w.tried.IsZero() && now.Sub(w.tried) < m.opts.RemountBackoff {

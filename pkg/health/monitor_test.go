@@ -235,3 +235,66 @@ func TestMonitorUsageSurvivesStall(t *testing.T) {
 		h.servers.set("srv:445", StateHealthy, ReasonReachable)
 	})
 }
+
+// setServer changes the server verdict and tells the monitor, as the
+// prober's OnChange does in the driver.
+func (h *monitorHarness) setServer(s State, reason string) {
+	h.servers.set("srv:445", s, reason)
+	h.m.ServerChanged("srv:445")
+}
+
+// TestMonitorAfterServerOutage: failures seen while the server was down do
+// not count toward a remount; when it returns the volume says
+// MountReconnecting and is checked at once; a kernel that needs a few
+// seconds to reconnect gets them (no remount storm); one that never does
+// is remounted a grace period after the server's return.
+func TestMonitorAfterServerOutage(t *testing.T) {
+	runMonitor(t, func(h *monitorHarness) {
+		time.Sleep(time.Second)
+		h.setServer(StateUnreachable, ReasonUnreachable)
+		h.setHang(true)
+		time.Sleep(time.Minute) // a long outage: a minute of failed checks
+		h.setServer(StateHealthy, ReasonReachable)
+		if v := h.verdict(t); v.Reason != ReasonReconnecting || v.State != StateUnreachable {
+			t.Fatalf("just after the server returned: %v/%s, want Unreachable/%s", v.State, v.Reason, ReasonReconnecting)
+		}
+		time.Sleep(3 * time.Second) // the kernel reconnects within the grace
+		h.setHang(false)
+		time.Sleep(3 * time.Second)
+		if n := h.remountCount(); n != 0 {
+			t.Fatalf("%d remounts: the outage's failures must not count", n)
+		}
+		if v := h.verdict(t); v.State != StateHealthy {
+			t.Fatalf("after the mount reconnected: %v/%s", v.State, v.Reason)
+		}
+		// A second outage after which the mount stays broken: remounted
+		// once a grace period after the server's return, not before.
+		h.setServer(StateUnreachable, ReasonUnreachable)
+		h.setHang(true)
+		time.Sleep(30 * time.Second)
+		h.setServer(StateHealthy, ReasonReachable)
+		time.Sleep(8 * time.Second)
+		if n := h.remountCount(); n != 0 {
+			t.Fatalf("remounted %d times within the grace after the server's return", n)
+		}
+		time.Sleep(5 * time.Second)
+		if n := h.remountCount(); n != 1 {
+			t.Fatalf("%d remounts after the grace, want 1", n)
+		}
+	})
+}
+
+// TestMonitorRecheckIsImmediate: a server's return triggers a mount check
+// right away instead of at the next tick.
+func TestMonitorRecheckIsImmediate(t *testing.T) {
+	runMonitor(t, func(h *monitorHarness) {
+		time.Sleep(500 * time.Millisecond)
+		h.setServer(StateUnreachable, ReasonUnreachable)
+		time.Sleep(500 * time.Millisecond) // the next tick is 1 s away
+		h.setServer(StateHealthy, ReasonReachable)
+		synctest.Wait()
+		if v := h.verdict(t); v.State != StateHealthy {
+			t.Fatalf("no immediate recheck: %v/%s", v.State, v.Reason)
+		}
+	})
+}

@@ -174,25 +174,17 @@ func (p *Prober) Verdicts() map[string]Verdict {
 // Run probes every acquired server until ctx ends; it returns once all its
 // goroutines have exited and their sessions are closed.
 func (p *Prober) Run(ctx context.Context) error {
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	for {
+	return supervise(ctx, p.wake, func(spawn func(func())) {
 		p.mu.Lock()
+		defer p.mu.Unlock()
 		for _, t := range p.targets {
-			if t.started {
-				continue
+			if !t.started {
+				tctx, cancel := context.WithCancel(ctx)
+				t.started, t.cancel = true, cancel
+				spawn(func() { p.work(tctx, t) })
 			}
-			tctx, cancel := context.WithCancel(ctx)
-			t.started, t.cancel = true, cancel
-			wg.Go(func() { p.work(tctx, t) })
 		}
-		p.mu.Unlock()
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-p.wake:
-		}
-	}
+	})
 }
 
 // observe folds o into t's detector and reports what changed.

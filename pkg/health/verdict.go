@@ -11,6 +11,7 @@ import (
 const (
 	ReasonVolumeHealthy = "VolumeHealthy"
 	ReasonRemounted     = "Remounted"
+	ReasonReconnecting  = "MountReconnecting"
 )
 
 // VolumeVerdict is the health of one staged volume: its mount check
@@ -43,10 +44,15 @@ func (m *Monitor) verdictLocked(w *watched, now time.Time) VolumeVerdict {
 	if !probed {
 		sv = Verdict{State: StateUnknown, Reason: ReasonNotProbed}
 	}
-	v := Combine(w.check, sv, now.Sub(w.remounted) < m.opts.NoticeTTL && !w.remounted.IsZero())
-	v.Server, v.Usage, v.UsageAt, v.Check = w.spec.Server, w.usage, w.usageAt, w.check
-	if !w.check.OK && w.spec.Remount != nil && v.Reason != ReasonUnreachable {
-		if left := m.opts.RemountGrace - now.Sub(w.failSince); left > 0 {
+	check := w.check
+	if w.recheck && sv.State != StateUnreachable {
+		check = MountCheck{Reason: ReasonReconnecting, At: check.At,
+			Message: "the SMB server answers again; the mount is not checked since"}
+	}
+	v := Combine(check, sv, now.Sub(w.remounted) < m.opts.NoticeTTL && !w.remounted.IsZero())
+	v.Server, v.Usage, v.UsageAt, v.Check = w.spec.Server, w.usage, w.usageAt, check
+	if !check.OK && w.spec.Remount != nil && v.Reason != ReasonUnreachable && !w.recheck {
+		if left := m.opts.RemountGrace - now.Sub(w.failingSince()); left > 0 {
 			v.Message += fmt.Sprintf("; remount in %v unless it recovers", left.Round(time.Second))
 		}
 	}
