@@ -61,8 +61,9 @@ type ProberOptions struct {
 	BackoffMin time.Duration // first redial delay after a failed one, default 200 ms
 	BackoffMax time.Duration // default 1 s: a returning server is seen within a second
 	Detector   DetectorConfig
-	// Phase picks each server's start offset in [0, Interval), so a thousand
-	// servers are not probed in lockstep. Default: uniform random. Called
+	// Phase picks each server's offset in [0, Interval) on the prober's
+	// schedule, so a thousand servers are not probed in lockstep. Default:
+	// one of the Interval's PhaseSlot-wide slots, at random. Called
 	// concurrently.
 	Phase    func(interval time.Duration) time.Duration
 	Recorder Recorder
@@ -72,10 +73,21 @@ type ProberOptions struct {
 	OnGone func(addr string)
 }
 
+// PhaseSlot is the granularity of the default phases. Servers in one slot
+// are probed in the same wake-up of the process, which costs far less CPU
+// than one wake-up per server; the Interval's slots spread the load.
+const PhaseSlot = 50 * time.Millisecond
+
+func slottedPhase(interval time.Duration) time.Duration {
+	slots := max(1, interval/PhaseSlot)
+	return rand.N(slots) * (interval / slots)
+}
+
 // Prober keeps one probe session per server, shared by every volume on it.
 type Prober struct {
 	opts    ProberOptions
 	dialer  Dialer
+	epoch   time.Time // every server's schedule is epoch + phase + n × Interval
 	mu      sync.Mutex
 	targets map[string]*target
 	wake    chan struct{}
@@ -105,9 +117,9 @@ func NewProber(d Dialer, o ProberOptions) *Prober {
 		o.Detector = DefaultDetectorConfig()
 	}
 	if o.Phase == nil {
-		o.Phase = func(i time.Duration) time.Duration { return rand.N(i) }
+		o.Phase = slottedPhase
 	}
-	return &Prober{opts: o, dialer: d, targets: map[string]*target{}, wake: make(chan struct{}, 1)}
+	return &Prober{opts: o, dialer: d, epoch: time.Now(), targets: map[string]*target{}, wake: make(chan struct{}, 1)}
 }
 
 // Acquire starts probing addr (host:port) for one user, with its

@@ -342,3 +342,65 @@ func TestFailedDialNeverYieldsASession(t *testing.T) {
 		}
 	})
 }
+
+// TestProberSharedSchedule: servers in the same phase slot are probed at the
+// same instants, on the prober's schedule, however far apart they were
+// acquired, so the process wakes once for the slot, not once per server.
+func TestProberSharedSchedule(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		a, b := &fakeServer{mode: "up"}, &fakeServer{mode: "up"}
+		d := DialFunc(func(ctx context.Context, addr string, c smb.Credentials) (Session, error) {
+			if addr == "a:445" {
+				return a.Dial(ctx, addr, c)
+			}
+			return b.Dial(ctx, addr, c)
+		})
+		const phase = 300 * time.Millisecond
+		p := NewProber(d, ProberOptions{Phase: func(time.Duration) time.Duration { return phase }})
+		epoch := time.Now()
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error)
+		go func() { done <- p.Run(ctx) }()
+		ra := p.Acquire("a:445", smb.Credentials{})
+		time.Sleep(1700 * time.Millisecond)
+		rb := p.Acquire("b:445", smb.Credentials{})
+		time.Sleep(3 * time.Second)
+		ra()
+		rb()
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		// Each server's first ECHO confirms its new session; the rest are ticks.
+		for name, srv := range map[string]*fakeServer{"a": a, "b": b} {
+			if len(srv.echoes) < 3 {
+				t.Fatalf("%s: only %d echoes", name, len(srv.echoes))
+			}
+			for _, e := range srv.echoes[1:] {
+				if off := e.Sub(epoch) % time.Second; off != phase {
+					t.Errorf("%s probed %v after a whole second of the schedule, want %v", name, off, phase)
+				}
+			}
+		}
+		if first := b.echoes[0].Sub(epoch); first != 2300*time.Millisecond {
+			t.Errorf("b first probed at +%v, want the next tick (+2.3s)", first)
+		}
+	})
+}
+
+func TestSlottedPhase(t *testing.T) {
+	seen := map[time.Duration]bool{}
+	for range 5000 {
+		ph := slottedPhase(time.Second)
+		if ph < 0 || ph >= time.Second || ph%PhaseSlot != 0 {
+			t.Fatalf("phase %v: want a multiple of %v in [0, 1s)", ph, PhaseSlot)
+		}
+		seen[ph] = true
+	}
+	if len(seen) != int(time.Second/PhaseSlot) {
+		t.Errorf("%d distinct phases in 5000 draws, want all %d slots", len(seen), time.Second/PhaseSlot)
+	}
+	if ph := slottedPhase(5 * time.Millisecond); ph != 0 {
+		t.Errorf("an interval shorter than a slot has one slot; phase %v", ph)
+	}
+}

@@ -25,11 +25,11 @@ type worker struct {
 
 func (p *Prober) work(ctx context.Context, t *target) {
 	w := &worker{p: p, t: t, backoff: p.opts.BackoffMin}
-	w.anchor = time.Now().Add(p.opts.Phase(p.opts.Interval))
+	w.anchor = p.epoch.Add(p.opts.Phase(p.opts.Interval))
 	defer w.drop()
 	timer := time.NewTimer(0)
 	defer timer.Stop()
-	due := w.anchor
+	due := w.tick(time.Now(), false)
 	for {
 		if !w.wait(ctx, timer, due) {
 			return
@@ -71,9 +71,20 @@ func (w *worker) nextDue(now time.Time) time.Time {
 		}
 		return now
 	}
+	return w.tick(now, true)
+}
+
+// tick is the first tick of the schedule at or (strictly) after now.
+func (w *worker) tick(now time.Time, strictly bool) time.Time {
+	if now.Before(w.anchor) {
+		return w.anchor
+	}
 	iv := w.p.opts.Interval
-	n := now.Sub(w.anchor)/iv + 1
-	return w.anchor.Add(n * iv)
+	n := now.Sub(w.anchor) / iv
+	if t := w.anchor.Add(n * iv); !strictly && t.Equal(now) {
+		return t
+	}
+	return w.anchor.Add((n + 1) * iv)
 }
 
 func (w *worker) step(ctx context.Context, lag time.Duration) {

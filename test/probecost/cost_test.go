@@ -13,8 +13,10 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -75,7 +77,8 @@ func BenchmarkProber1000(b *testing.B) {
 	if len(addrs) != servers {
 		b.Fatalf("child served %d responders", len(addrs))
 	}
-	p := health.NewProber(health.Adapt(smb.ProbeDialer{}.DialProbe), health.ProberOptions{})
+	rec := &rttRecorder{}
+	p := health.NewProber(health.Adapt(smb.ProbeDialer{}.DialProbe), health.ProberOptions{Recorder: rec})
 	for _, a := range addrs {
 		p.Acquire(a, smb.Credentials{})
 	}
@@ -95,6 +98,7 @@ func BenchmarkProber1000(b *testing.B) {
 	if s := os.Getenv("CSI_SMB_PROBECOST_WINDOW"); s != "" {
 		window, _ = time.ParseDuration(s)
 	}
+	rec.start()
 	b.ResetTimer()
 	cpu0, t0 := cpuTime(b), time.Now()
 	time.Sleep(window)
@@ -106,6 +110,51 @@ func BenchmarkProber1000(b *testing.B) {
 	b.ReportMetric(100*cpu.Seconds()/wall.Seconds(), "cpu-%")
 	b.ReportMetric(float64(rssKiB(b))/1024, "rss-MiB")
 	b.ReportMetric(float64(servers), "servers")
+	// Probes that share a wake-up must not distort each other's RTT.
+	rtts, misses := rec.results()
+	b.ReportMetric(float64(quantile(rtts, 50).Microseconds()), "rtt-p50-µs")
+	b.ReportMetric(float64(quantile(rtts, 99).Microseconds()), "rtt-p99-µs")
+	b.ReportMetric(float64(len(rtts)), "echoes")
+	b.ReportMetric(float64(misses), "misses")
+}
+
+// rttRecorder keeps every probe's RTT from start on.
+type rttRecorder struct {
+	mu     sync.Mutex
+	on     bool
+	rtts   []time.Duration
+	misses int
+}
+
+func (r *rttRecorder) start() { r.mu.Lock(); r.on = true; r.mu.Unlock() }
+
+func (r *rttRecorder) ProbeObserved(_ string, o health.Observation) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	switch {
+	case !r.on:
+	case o.Outcome == health.Success:
+		r.rtts = append(r.rtts, o.RTT)
+	default:
+		r.misses++
+	}
+}
+
+func (r *rttRecorder) ServerVerdict(string, health.Verdict) {}
+
+func (r *rttRecorder) results() ([]time.Duration, int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.on = false
+	return slices.Clone(r.rtts), r.misses
+}
+
+func quantile(d []time.Duration, q int) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	slices.Sort(d)
+	return d[(len(d)-1)*q/100]
 }
 
 func healthyCount(p *health.Prober) int {
