@@ -36,12 +36,16 @@ type VolumeSpec struct {
 
 // MonitorOptions configure a Monitor. Zero values get defaults.
 type MonitorOptions struct {
-	CheckInterval  time.Duration // statfs period per volume, default 2 s
-	StatTimeout    time.Duration // a statfs slower than this is a stall, default 1 s
-	RemountGrace   time.Duration // mount broken while its server answers: remount after, default 10 s
-	RemountBackoff time.Duration // at least this between remounts of one volume, default 1 min
-	RemountTimeout time.Duration // bound on one remount, default 30 s
-	NoticeTTL      time.Duration // "Remounted" is reported this long, default 2 min
+	CheckInterval time.Duration // statfs period per volume, default 2 s
+	// ReconnectInterval is the statfs period while a mount waits for the
+	// kernel to reconnect it after its server returned, default 500 ms, so
+	// the volume is reported healthy soon after it works again.
+	ReconnectInterval time.Duration
+	StatTimeout       time.Duration // a statfs slower than this is a stall, default 1 s
+	RemountGrace      time.Duration // mount broken while its server answers: remount after, default 10 s
+	RemountBackoff    time.Duration // at least this between remounts of one volume, default 1 min
+	RemountTimeout    time.Duration // bound on one remount, default 30 s
+	NoticeTTL         time.Duration // "Remounted" is reported this long, default 2 min
 	// OnChange is called, outside any lock, when a volume's verdict state or
 	// reason changes (events, metrics).
 	OnChange func(id string, v VolumeVerdict)
@@ -88,6 +92,7 @@ func NewMonitor(st Statter, servers Servers, o MonitorOptions) *Monitor {
 		}
 	}
 	def(&o.CheckInterval, 2*time.Second)
+	def(&o.ReconnectInterval, 500*time.Millisecond)
 	def(&o.StatTimeout, time.Second)
 	def(&o.RemountGrace, 10*time.Second)
 	def(&o.RemountBackoff, time.Minute)
@@ -198,14 +203,25 @@ func (m *Monitor) Run(ctx context.Context) error {
 }
 
 func (m *Monitor) watch(ctx context.Context, id string, w *watched) {
-	t := time.NewTicker(m.opts.CheckInterval)
-	defer t.Stop()
+	tick := time.NewTicker(m.opts.CheckInterval)
+	defer tick.Stop()
+	soon := time.NewTimer(time.Hour) // the next check while reconnecting
+	defer soon.Stop()
 	for {
 		m.checkOnce(ctx, id, w)
+		m.mu.Lock()
+		reconnecting := w.reconnecting(time.Now(), m.opts.RemountGrace)
+		m.mu.Unlock()
+		if reconnecting {
+			soon.Reset(m.opts.ReconnectInterval)
+		} else {
+			soon.Stop()
+		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-tick.C:
+		case <-soon.C:
 		case <-w.wake:
 		}
 	}
@@ -238,6 +254,16 @@ func (w *watched) record(c MountCheck, res mount.StatResult) {
 	} else if w.failSince.IsZero() {
 		w.failSince = c.At
 	}
+}
+
+// reconnecting: w's server returned less than grace ago and its mount, which
+// was failing before that, has not passed a check since. The kernel is
+// expected to reconnect it by itself; after grace it is remounted.
+func (w *watched) reconnecting(now time.Time, grace time.Duration) bool {
+	if w.serverOut || w.serverUp.IsZero() || now.Sub(w.serverUp) >= grace {
+		return false
+	}
+	return w.recheck || (!w.check.OK && !w.failSince.After(w.serverUp))
 }
 
 // failingSince is when the current run of mount failures began to count

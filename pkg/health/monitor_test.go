@@ -245,7 +245,8 @@ func (h *monitorHarness) setServer(s State, reason string) {
 
 // TestMonitorAfterServerOutage: failures seen while the server was down do
 // not count toward a remount; when it returns the volume says
-// MountReconnecting and is checked at once; a kernel that needs a few
+// MountReconnecting, is checked at once and then every ReconnectInterval
+// until the mount works; a kernel that needs a few
 // seconds to reconnect gets them (no remount storm); one that never does
 // is remounted a grace period after the server's return.
 func TestMonitorAfterServerOutage(t *testing.T) {
@@ -258,8 +259,18 @@ func TestMonitorAfterServerOutage(t *testing.T) {
 		if v := h.verdict(t); v.Reason != ReasonReconnecting || v.State != StateUnreachable {
 			t.Fatalf("just after the server returned: %v/%s, want Unreachable/%s", v.State, v.Reason, ReasonReconnecting)
 		}
-		time.Sleep(3 * time.Second) // the kernel reconnects within the grace
+		// The kernel reconnects within the grace. The odd delays keep the
+		// mount's return off the check schedule.
+		time.Sleep(2250 * time.Millisecond)
+		if v := h.verdict(t); v.Reason != ReasonReconnecting {
+			t.Fatalf("mount still failing after the server's return: %v/%s, want %s", v.State, v.Reason, ReasonReconnecting)
+		}
 		h.setHang(false)
+		// Checks run every ReconnectInterval now, not every CheckInterval.
+		time.Sleep(700 * time.Millisecond)
+		if v := h.verdict(t); v.State != StateHealthy {
+			t.Fatalf("700 ms after the mount reconnected: %v/%s", v.State, v.Reason)
+		}
 		time.Sleep(3 * time.Second)
 		if n := h.remountCount(); n != 0 {
 			t.Fatalf("%d remounts: the outage's failures must not count", n)

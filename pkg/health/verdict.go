@@ -45,9 +45,12 @@ func (m *Monitor) verdictLocked(w *watched, now time.Time) VolumeVerdict {
 		sv = Verdict{State: StateUnknown, Reason: ReasonNotProbed}
 	}
 	check := w.check
-	if w.recheck && sv.State != StateUnreachable {
-		check = MountCheck{Reason: ReasonReconnecting, At: check.At,
-			Message: "the SMB server answers again; the mount is not checked since"}
+	if sv.State != StateUnreachable && w.reconnecting(now, m.opts.RemountGrace) {
+		msg := "the SMB server answers again; the mount is not checked since"
+		if !w.recheck {
+			msg = "the SMB server answers again; the kernel has not reconnected the mount yet (last check: " + check.Message + ")"
+		}
+		check = MountCheck{Reason: ReasonReconnecting, At: check.At, Message: msg}
 	}
 	v := Combine(check, sv, now.Sub(w.remounted) < m.opts.NoticeTTL && !w.remounted.IsZero())
 	v.Server, v.Usage, v.UsageAt, v.Check = w.spec.Server, w.usage, w.usageAt, check
