@@ -8,6 +8,8 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 LAB_DIR ?= /run/csi-smb-lab
 FUZZTIME ?= 10s
+BENCH ?= .
+SOAKS ?= TestSlowAndJittery|TestStarved
 BENCHSTAT := go run golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da
 OUT := _out
 VM := $(OUT)/vm
@@ -38,8 +40,9 @@ test/unit:
 test/fuzz:
 	hack/fuzz.sh $(FUZZTIME)
 
-## test/lab: one lab for the integration, fault and guest suites
+## test/lab: the lab's own API-server test, then one lab for the integration, fault and guest suites
 test/lab: bin/smblab
+	go test -tags labkube -count=1 ./test/lab/
 	CSI_SMB_LAB_DIR=$(LAB_DIR) hack/with-lab.sh $(MAKE) --no-print-directory test/integration test/faults test/vm
 
 ## test/integration: the controller against real Samba, as nobody, in the lab's client netns
@@ -84,21 +87,22 @@ bench: deps bin/smblab
 	  | grep -Ev '^[IW][0-9]{4} ' > $(OUT)/bench-controller.txt
 	$(BENCHSTAT) $(OUT)/bench-controller.txt
 
-## bench/faults: detection times (10 trials per fault) and 10-minute false-alarm runs on slow and jittery links
+## bench/faults: detection times (10 trials per fault), RPC latency on a dead server, and 10-minute false-alarm
+## runs on slow and jittery links (BENCH=regexp picks benchmarks, SOAKS='^$$' skips the false-alarm runs)
 bench/faults: deps bin/smblab
 	go test -c -tags integration -o $(OUT)/faults.test ./test/faults
 	CSI_SMB_LAB_DIR=$(LAB_DIR) hack/with-lab.sh ip netns exec csismb-c \
-	  env CSI_SMB_LAB_DIR=$(LAB_DIR) CSI_SMB_SOAK=10m $(OUT)/faults.test -test.v -test.run 'TestSlowAndJittery|TestStarved' \
-	  -test.bench Detection -test.benchtime 1x -test.timeout 60m | tee $(OUT)/bench-faults.txt
+	  env CSI_SMB_LAB_DIR=$(LAB_DIR) CSI_SMB_SOAK=10m $(OUT)/faults.test -test.v -test.run '$(SOAKS)' \
+	  -test.bench '$(BENCH)' -test.benchtime 1x -test.timeout 60m | tee $(OUT)/bench-faults.txt
 
 ## bench/probecost: CPU and memory of probing 1,000 servers at 1 Hz
 bench/probecost:
 	go test -run '^$$' -bench Prober1000 -benchtime 1x -count 3 ./test/probecost/ | tee $(OUT)/bench-probecost.txt
 
-## bench/vm: NodeStageVolume latency in the guest
+## bench/vm: in the guest: NodeStageVolume latency, detection vs the kernel, health RPC latency (BENCH=regexp picks)
 bench/vm: deps bin/smblab vm-share
 	CSI_SMB_LAB_DIR=$(LAB_DIR) VM_TIMEOUT=60m hack/with-lab.sh hack/vm-suite.sh $(LAB_DIR) $(VM) bin/guest.test \
-	  -test.run '^$$' -test.bench . -test.benchtime 1x -test.count 1 -test.timeout 55m | tee $(OUT)/bench-vm.txt
+	  -test.run '^$$' -test.bench '$(BENCH)' -test.benchtime 1x -test.count 1 -test.timeout 55m | tee $(OUT)/bench-vm.txt
 	$(BENCHSTAT) $(OUT)/bench-vm.txt
 
 ## verify: gofmt, go vet (all build tags), go mod tidy
