@@ -88,7 +88,7 @@ bench: deps bin/smblab
 	$(BENCHSTAT) $(OUT)/bench-controller.txt
 
 ## bench/faults: detection times (10 trials per fault), RPC latency on a dead server, and 10-minute false-alarm
-## runs on slow and jittery links (BENCH=regexp picks benchmarks, SOAKS='^$$' skips the false-alarm runs)
+## runs on slow and jittery links (BENCH=regexp picks benchmarks, SOAKS='^$' skips the false-alarm runs)
 bench/faults: deps bin/smblab
 	go test -c -tags integration -o $(OUT)/faults.test ./test/faults
 	CSI_SMB_LAB_DIR=$(LAB_DIR) hack/with-lab.sh ip netns exec csismb-c \
