@@ -63,10 +63,15 @@ func TestVolumeHealthThroughServerFaults(t *testing.T) {
 	for _, tc := range []struct {
 		name, breakIt, heal string
 		bound               time.Duration // asserted detection bound (goal: 1 s killed, 3 s frozen/partitioned)
+		// back bounds the time to healthy after the server returns. After a
+		// kill it waits for the kernel to reconnect the mount, which 6.1
+		// retries about every 3 s (BenchmarkDetection: kernel p95 3.1 s,
+		// driver p95 3.9 s), so it gets more room.
+		back time.Duration
 	}{
-		{"killed", "kill", "start", 2 * time.Second},
-		{"frozen", "stop", "cont", 4 * time.Second},
-		{"partitioned", "part", "unpart", 4 * time.Second},
+		{"killed", "kill", "start", 2 * time.Second, 6 * time.Second},
+		{"frozen", "stop", "cont", 4 * time.Second, 4 * time.Second},
+		{"partitioned", "part", "unpart", 4 * time.Second, 4 * time.Second},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			vol := volumeOn(t, victim)
@@ -103,8 +108,8 @@ func TestVolumeHealthThroughServerFaults(t *testing.T) {
 			if serverDown > tc.bound {
 				t.Fatalf("%s server seen after %v, want <= %v", tc.name, serverDown, tc.bound)
 			}
-			if recovered > 4*time.Second {
-				t.Fatalf("healthy %v after the server returned, want <= 4 s", recovered)
+			if recovered > tc.back {
+				t.Fatalf("healthy %v after the server returned, want <= %v", recovered, tc.back)
 			}
 		})
 	}
