@@ -73,6 +73,7 @@ type watched struct {
 	usage     mount.Usage
 	usageAt   time.Time
 	failSince time.Time // first failed check of the current run of failures
+	lastOK    time.Time // last passed check
 	serverUp  time.Time // when the server last came back from Unreachable
 	serverOut bool      // the server was Unreachable at the last look
 	recheck   bool      // the server came back; its mount is not verified yet
@@ -250,20 +251,21 @@ func (w *watched) record(c MountCheck, res mount.StatResult) {
 	w.recheck = false
 	if c.OK {
 		w.usage, w.usageAt = res.Usage, res.Finished
-		w.failSince = time.Time{}
+		w.failSince, w.lastOK = time.Time{}, c.At
 	} else if w.failSince.IsZero() {
 		w.failSince = c.At
 	}
 }
 
-// reconnecting: w's server returned less than grace ago and its mount, which
-// was failing before that, has not passed a check since. The kernel is
-// expected to reconnect it by itself; after grace it is remounted.
+// reconnecting: w's server returned less than grace ago and its mount has
+// not passed a check since. The kernel is expected to reconnect it by
+// itself (even when the outage was too short for a check to see it); after
+// grace it is remounted.
 func (w *watched) reconnecting(now time.Time, grace time.Duration) bool {
 	if w.serverOut || w.serverUp.IsZero() || now.Sub(w.serverUp) >= grace {
 		return false
 	}
-	return w.recheck || (!w.check.OK && !w.failSince.After(w.serverUp))
+	return w.recheck || (!w.check.OK && w.lastOK.Before(w.serverUp))
 }
 
 // failingSince is when the current run of mount failures began to count

@@ -309,3 +309,25 @@ func TestMonitorRecheckIsImmediate(t *testing.T) {
 		}
 	})
 }
+
+// TestMonitorShortOutage: an outage too short for any mount check to see
+// it; the mount then fails while the kernel reconnects. That is
+// MountReconnecting, not a wedged mount.
+func TestMonitorShortOutage(t *testing.T) {
+	runMonitor(t, func(h *monitorHarness) {
+		time.Sleep(2500 * time.Millisecond) // a check passed at 2 s
+		h.setServer(StateUnreachable, ReasonUnreachable)
+		h.setHang(true)
+		time.Sleep(300 * time.Millisecond)
+		h.setServer(StateHealthy, ReasonReachable)
+		time.Sleep(2 * time.Second)
+		if v := h.verdict(t); v.Reason != ReasonReconnecting {
+			t.Fatalf("mount failing after a short outage: %v/%s, want %s", v.State, v.Reason, ReasonReconnecting)
+		}
+		h.setHang(false)
+		time.Sleep(time.Second)
+		if v := h.verdict(t); v.State != StateHealthy {
+			t.Fatalf("after the mount reconnected: %v/%s", v.State, v.Reason)
+		}
+	})
+}

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
@@ -174,9 +175,11 @@ func (d *demo) breakAndHeal(id, target, server string) error {
 }
 
 // watch polls NodeGetVolumeHealth until the volume is inaccessible (or
-// healthy again) and prints what every health channel says at that moment.
+// healthy again) and prints what every health channel says at that moment,
+// and the reasons the volume went through on its way back.
 func (d *demo) watch(id, target string, wantBroken bool, limit time.Duration) error {
 	start := time.Now()
+	var via []string
 	for time.Since(start) < limit {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		h, err := d.node.NodeGetVolumeHealth(ctx, &csi.NodeGetVolumeHealthRequest{VolumeId: id, VolumePublishPath: target})
@@ -186,10 +189,16 @@ func (d *demo) watch(id, target string, wantBroken bool, limit time.Duration) er
 		}
 		hs := h.GetVolumeHealth().GetHealthStatuses()
 		broken := len(hs) > 0 && hs[0].GetStatus() == csi.VolumeHealthErrorType_INACCESSIBLE
+		if len(hs) > 0 && (len(via) == 0 || via[len(via)-1] != hs[0].GetReason()) {
+			via = append(via, hs[0].GetReason())
+		}
 		if broken == wantBroken && (wantBroken || len(hs) == 0) {
 			took := time.Since(start)
 			d.step++
 			what := "healthy (no health status)"
+			if len(via) > 0 {
+				what += ", on the way back: " + strings.Join(via, " → ")
+			}
 			if len(hs) > 0 {
 				what = fmt.Sprintf("%s %s: %s", hs[0].GetStatus(), hs[0].GetReason(), hs[0].GetMessage())
 			}
