@@ -196,9 +196,13 @@ func (d *Driver) NodeUnstageVolume(ctx context.Context, req *csi.NodeUnstageVolu
 	defer unlock()
 	staging := filepath.Clean(req.GetStagingTargetPath())
 	unmount := d.deps.Mounter.Unmount
-	if v, ok := d.deps.Monitor.Verdict(req.GetVolumeId()); ok && v.State == health.StateUnreachable {
+	if v, ok := d.deps.Monitor.Verdict(req.GetVolumeId()); ok &&
+		(v.State == health.StateUnreachable || v.Reason == health.ReasonProbeMissed) {
 		// Nothing can be flushed to a server that does not answer; a clean
-		// unmount would only wait for a tree disconnect.
+		// unmount would only wait for a tree disconnect (and be killed after
+		// its 5 s budget). A probe that just missed counts too: a killed
+		// server is in that state until its redial is refused, and a
+		// kubelet unstaging right after the kill would otherwise wait.
 		unmount = d.deps.Mounter.Detach
 	}
 	d.deps.Monitor.Remove(req.GetVolumeId())

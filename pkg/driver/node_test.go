@@ -173,21 +173,35 @@ func TestPublishAndUnpublish(t *testing.T) {
 }
 
 // TestUnstageDetachesWhenTheServerIsDown: with the volume's server known
-// unreachable, unstage detaches lazily instead of waiting for a clean
-// unmount nobody will answer.
+// unreachable, or a probe of it just missed, unstage detaches lazily instead
+// of waiting for a clean unmount nobody will answer; with the server
+// answering, even slowly, it unmounts cleanly.
 func TestUnstageDetachesWhenTheServerIsDown(t *testing.T) {
-	h := newHarness(t)
-	vol := h.volume(t)
-	st, _ := staging(t)
-	if _, err := h.d.NodeStageVolume(context.Background(), stageReq(vol, st, rwx)); err != nil {
-		t.Fatal(err)
-	}
-	h.servers.set("srv:445", health.Verdict{State: health.StateUnreachable, Reason: health.ReasonUnreachable})
-	if _, err := h.d.NodeUnstageVolume(context.Background(), &csi.NodeUnstageVolumeRequest{VolumeId: vol.GetVolumeId(), StagingTargetPath: st}); err != nil {
-		t.Fatal(err)
-	}
-	if h.mounter.Detaches != 1 || h.mounter.Mounted(st) {
-		t.Fatalf("%d detaches, mounted=%v; want a lazy detach", h.mounter.Detaches, h.mounter.Mounted(st))
+	for _, tc := range []struct {
+		name   string
+		server health.Verdict
+		detach bool
+	}{
+		{"unreachable", health.Verdict{State: health.StateUnreachable, Reason: health.ReasonUnreachable}, true},
+		{"probe missed", health.Verdict{State: health.StateDegraded, Reason: health.ReasonProbeMissed}, true},
+		{"slow", health.Verdict{State: health.StateDegraded, Reason: health.ReasonSlow}, false},
+		{"healthy", health.Verdict{State: health.StateHealthy, Reason: health.ReasonReachable}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t)
+			vol := h.volume(t)
+			st, _ := staging(t)
+			if _, err := h.d.NodeStageVolume(context.Background(), stageReq(vol, st, rwx)); err != nil {
+				t.Fatal(err)
+			}
+			h.servers.set("srv:445", tc.server)
+			if _, err := h.d.NodeUnstageVolume(context.Background(), &csi.NodeUnstageVolumeRequest{VolumeId: vol.GetVolumeId(), StagingTargetPath: st}); err != nil {
+				t.Fatal(err)
+			}
+			if got := h.mounter.Detaches == 1; got != tc.detach || h.mounter.Mounted(st) {
+				t.Fatalf("%d detaches, mounted=%v; want detach=%v", h.mounter.Detaches, h.mounter.Mounted(st), tc.detach)
+			}
+		})
 	}
 }
 
