@@ -33,6 +33,7 @@ type Mounter struct {
 	opts  Options
 	mu    sync.Mutex
 	stuck map[string]<-chan struct{} // target -> closed when its unkillable helper exits
+	bg    sync.WaitGroup             // umount helpers still tearing down a detached mount
 }
 
 // Credentials authenticate a cifs mount. Empty Username mounts as guest.
@@ -189,9 +190,7 @@ func (m *Mounter) Unmount(ctx context.Context, target string) error {
 		if err != nil || !mounted {
 			return err
 		}
-		cctx, cancel := context.WithTimeout(ctx, m.opts.UnmountTimeout)
-		_, _, err = run(cctx, helper{path: m.opts.Umount, args: []string{"--no-canonicalize", target}}, m.opts.KillGrace)
-		cancel()
+		err = m.umount(ctx, target, false)
 		if err == nil {
 			continue
 		}
@@ -203,8 +202,7 @@ func (m *Mounter) Unmount(ctx context.Context, target string) error {
 		if mounted, merr := m.IsMountPoint(target); merr == nil && !mounted {
 			return nil
 		}
-		_, _, lerr := run(ctx, helper{path: m.opts.Umount, args: []string{"--no-canonicalize", "-l", target}}, m.opts.KillGrace)
-		if lerr != nil {
+		if lerr := m.umount(ctx, target, true); lerr != nil {
 			if mounted, merr := m.IsMountPoint(target); merr == nil && !mounted {
 				return nil
 			}
@@ -217,10 +215,9 @@ func (m *Mounter) Unmount(ctx context.Context, target string) error {
 	return nil
 }
 
-// Detach lazily unmounts target (umount -l): it returns at once, whatever
-// the server's state, and the kernel tears the mount down when it can.
-// Use it when the server is known dead: a clean unmount would only wait
-// for a tree disconnect nobody will answer.
+// Detach lazily unmounts target (umount -l). Use it when the server is known
+// dead: a clean unmount would only wait for a tree disconnect nobody will
+// answer.
 func (m *Mounter) Detach(ctx context.Context, target string) error {
 	target = filepath.Clean(target)
 	for range 4 {
@@ -228,7 +225,7 @@ func (m *Mounter) Detach(ctx context.Context, target string) error {
 		if err != nil || !mounted {
 			return err
 		}
-		if _, _, err := run(ctx, helper{path: m.opts.Umount, args: []string{"--no-canonicalize", "-l", target}}, m.opts.KillGrace); err != nil {
+		if err := m.umount(ctx, target, true); err != nil {
 			if mounted, merr := m.IsMountPoint(target); merr == nil && !mounted {
 				return nil
 			}
@@ -236,6 +233,46 @@ func (m *Mounter) Detach(ctx context.Context, target string) error {
 		}
 	}
 	return fmt.Errorf("detach %s: still mounted after 4 attempts", target)
+}
+
+// umount runs umount (-l when lazy) on target and returns once a mount has
+// left target, not when the helper exits. The kernel takes the mount out of
+// the table first and tears its superblock down afterwards, in the helper's
+// own context, on its way back from the syscall. For a cifs mount whose
+// server just died that teardown can block for tens of seconds (measured:
+// 30 s for umount -l in the guest), and it cannot be interrupted. The helper
+// runs within UnmountTimeout and is reaped in the background.
+func (m *Mounter) umount(ctx context.Context, target string, lazy bool) error {
+	before, err := m.mountCount(target)
+	if err != nil {
+		return err
+	}
+	args := []string{"--no-canonicalize", target}
+	if lazy {
+		args = []string{"--no-canonicalize", "-l", target}
+	}
+	// Not cancelled with ctx: the RPC returning must not kill a teardown.
+	hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.opts.UnmountTimeout)
+	res := make(chan error, 1)
+	m.bg.Go(func() {
+		defer cancel()
+		_, _, err := run(hctx, helper{path: m.opts.Umount, args: args}, m.opts.KillGrace)
+		res <- err
+	})
+	poll := time.NewTicker(20 * time.Millisecond)
+	defer poll.Stop()
+	for {
+		select {
+		case err := <-res:
+			return err
+		case <-poll.C:
+			if n, err := m.mountCount(target); err == nil && n < before {
+				return nil
+			}
+		case <-ctx.Done():
+			return fmt.Errorf("umount %s: %w", target, ctx.Err())
+		}
+	}
 }
 
 // Info is one mount-table entry with its paths unescaped.

@@ -224,3 +224,47 @@ func procState(pid int) string {
 	}
 	return string(b[i+2])
 }
+
+// TestUnmountReturnsOnceDetached: the kernel removes a mount from the table
+// before it tears the superblock down in the umount process, which for a
+// cifs mount on a dead server can block for tens of seconds. Unmount and
+// Detach return as soon as the mount is gone; the helper is killed at
+// UnmountTimeout and reaped.
+func TestUnmountReturnsOnceDetached(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		call func(*Mounter, context.Context, string) error
+	}{
+		{"Unmount", (*Mounter).Unmount},
+		{"Detach", (*Mounter).Detach},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			mi := filepath.Join(dir, "mountinfo")
+			table := "22 1 0:21 / /proc rw,nosuid - proc proc rw\n" +
+				"90 22 0:45 /pvc-1 /staging rw,relatime - cifs //10.213.0.2/share/pvc-1 rw,soft\n"
+			if err := os.WriteFile(mi, []byte(table), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			// The fake umount takes the mount out of the table, then hangs
+			// in "teardown".
+			fake := filepath.Join(dir, "umount")
+			script := "#!/bin/sh\nsed -i '/ \\/staging /d' " + mi + "\nexec sleep 60\n"
+			if err := os.WriteFile(fake, []byte(script), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			m := New(Options{MountInfo: mi, Umount: fake, UnmountTimeout: time.Second, KillGrace: 500 * time.Millisecond})
+			start := time.Now()
+			if err := tc.call(m, context.Background(), "/staging"); err != nil {
+				t.Fatalf("%s: %v", tc.name, err)
+			}
+			if took := time.Since(start); took > 500*time.Millisecond {
+				t.Fatalf("%s took %v: it waited for the teardown", tc.name, took)
+			}
+			m.bg.Wait() // the helper is killed at UnmountTimeout
+			if took := time.Since(start); took > 3*time.Second {
+				t.Fatalf("helper reaped after %v, want about UnmountTimeout", took)
+			}
+		})
+	}
+}
