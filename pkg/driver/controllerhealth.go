@@ -51,7 +51,7 @@ func (d *Driver) ControllerGetVolume(ctx context.Context, req *csi.ControllerGet
 		return nil, toStatus(err)
 	}
 	status := &csi.ControllerGetVolumeResponse_VolumeStatus{}
-	setLegacyCondition(status, legacyStatsConditionField, abnormal(e.Verdict), e.Verdict.Reason+": "+e.Verdict.Message)
+	setLegacyCondition(status, legacyStatsConditionField, abnormal(e.Verdict), conditionMessage(e.Verdict))
 	return &csi.ControllerGetVolumeResponse{Volume: csiVolume(e), Status: status}, nil
 }
 
@@ -65,7 +65,7 @@ func (d *Driver) ListVolumes(ctx context.Context, req *csi.ListVolumesRequest) (
 	resp := &csi.ListVolumesResponse{NextToken: next}
 	for _, e := range entries[page[0]:page[1]] {
 		status := &csi.ListVolumesResponse_VolumeStatus{}
-		setLegacyCondition(status, legacyStatsConditionField, abnormal(e.Verdict), e.Verdict.Reason+": "+e.Verdict.Message)
+		setLegacyCondition(status, legacyStatsConditionField, abnormal(e.Verdict), conditionMessage(e.Verdict))
 		resp.Entries = append(resp.Entries, &csi.ListVolumesResponse_Entry{Volume: csiVolume(e), Status: status})
 	}
 	return resp, nil
@@ -122,6 +122,10 @@ func csiVolume(e health.Entry) *csi.Volume {
 	return &csi.Volume{VolumeId: e.ID, CapacityBytes: e.Capacity, VolumeContext: e.Volume.Context()}
 }
 
+// abnormal is the legacy VolumeCondition's flag for a verdict.
 func abnormal(v health.VolumeVerdict) bool {
 	return v.State == health.StateUnreachable || v.State == health.StateDegraded
 }
+
+// conditionMessage is the legacy VolumeCondition's message for a verdict.
+func conditionMessage(v health.VolumeVerdict) string { return v.Reason + ": " + v.Message }

@@ -272,11 +272,7 @@ func TestRetryOnceOnDeadPooledSession(t *testing.T) {
 func TestDeleteVolume(t *testing.T) {
 	h := newHarness(t)
 	ctx := context.Background()
-	vol, err := h.d.CreateVolume(ctx, createReq("pvc-1"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	id := vol.GetVolume().GetVolumeId()
+	id := h.volume(t).GetVolumeId()
 	tests := []struct {
 		name    string
 		id      string
@@ -307,11 +303,7 @@ func TestDeleteVolume(t *testing.T) {
 func TestValidateVolumeCapabilities(t *testing.T) {
 	h := newHarness(t)
 	ctx := context.Background()
-	vol, err := h.d.CreateVolume(ctx, createReq("pvc-1"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	id := vol.GetVolume().GetVolumeId()
+	id := h.volume(t).GetVolumeId()
 	req := func(id string, caps ...*csi.VolumeCapability) *csi.ValidateVolumeCapabilitiesRequest {
 		return &csi.ValidateVolumeCapabilitiesRequest{VolumeId: id, VolumeCapabilities: caps, Secrets: creds}
 	}

@@ -29,15 +29,15 @@ func (d *Driver) NodeGetVolumeStats(ctx context.Context, req *csi.NodeGetVolumeS
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	abnormal := v.State == health.StateUnreachable || v.State == health.StateDegraded
-	msg := v.Reason + ": " + v.Message
+	bad := abnormal(v)
+	msg := conditionMessage(v)
 	if !v.Check.OK && !v.UsageAt.IsZero() {
 		msg += fmt.Sprintf(" (usage is stale: measured %s)", v.UsageAt.UTC().Format("15:04:05Z"))
 	}
-	if abnormal {
+	if bad {
 		klog.V(2).InfoS("volume abnormal", "volumeID", req.GetVolumeId(), "path", req.GetVolumePath(), "reason", v.Reason, "message", v.Message)
 	}
-	return statsResponse(v.Usage, abnormal, msg), nil
+	return statsResponse(v.Usage, bad, msg), nil
 }
 
 // volumeVerdict finds the monitor's verdict on the volume at path. A volume
