@@ -83,10 +83,7 @@ func (c *Catalog) Track(id string, v volume.Volume, capacity int64, creds smb.Cr
 	}
 	c.mu.Unlock()
 	if !ok {
-		select {
-		case c.wake <- struct{}{}:
-		default:
-		}
+		poke(c.wake)
 	}
 }
 

@@ -76,7 +76,6 @@ type watched struct {
 	lastOK    time.Time // last passed check
 	serverUp  time.Time // when the server last came back from Unreachable
 	serverOut bool      // the server was Unreachable at the last look
-	recheck   bool      // the server came back; its mount is not verified yet
 	remounted time.Time // last successful remount
 	tried     time.Time // last remount attempt
 	last      VolumeVerdict
@@ -119,10 +118,7 @@ func (m *Monitor) Add(spec VolumeSpec) {
 	if old != nil {
 		old.stop()
 	}
-	select {
-	case m.wake <- struct{}{}:
-	default:
-	}
+	poke(m.wake)
 }
 
 // Remove stops watching a volume and releases its server probe.
@@ -164,11 +160,8 @@ func (m *Monitor) ServerChanged(addr string) {
 			continue
 		}
 		if w.serverOut && !down {
-			w.serverUp, w.recheck = now, true
-			select {
-			case w.wake <- struct{}{}:
-			default:
-			}
+			w.serverUp = now
+			poke(w.wake)
 		}
 		w.serverOut = down
 		hit, ids = append(hit, w), append(ids, id)
@@ -248,7 +241,6 @@ func (m *Monitor) checkOnce(ctx context.Context, id string, w *watched) {
 
 func (w *watched) record(c MountCheck, res mount.StatResult) {
 	w.check = c
-	w.recheck = false
 	if c.OK {
 		w.usage, w.usageAt = res.Usage, res.Finished
 		w.failSince, w.lastOK = time.Time{}, c.At
@@ -265,8 +257,11 @@ func (w *watched) reconnecting(now time.Time, grace time.Duration) bool {
 	if w.serverOut || w.serverUp.IsZero() || now.Sub(w.serverUp) >= grace {
 		return false
 	}
-	return w.recheck || (!w.check.OK && w.lastOK.Before(w.serverUp))
+	return w.unverified() || (!w.check.OK && w.lastOK.Before(w.serverUp))
 }
+
+// unverified: no mount check was recorded since the server came back.
+func (w *watched) unverified() bool { return w.check.At.Before(w.serverUp) }
 
 // failingSince is when the current run of mount failures began to count
 // against RemountGrace: its first failure, or the server's return if later.

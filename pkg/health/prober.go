@@ -135,10 +135,7 @@ func (p *Prober) Acquire(addr string, creds smb.Credentials) (release func()) {
 	id := t.latest
 	t.holders[id] = creds
 	p.mu.Unlock()
-	select {
-	case p.wake <- struct{}{}:
-	default:
-	}
+	poke(p.wake)
 	var once sync.Once
 	return func() { once.Do(func() { p.release(t, id) }) }
 }

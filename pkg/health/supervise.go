@@ -5,6 +5,14 @@ import (
 	"sync"
 )
 
+// poke wakes whoever waits on wake, unless a wake-up is already pending.
+func poke(wake chan<- struct{}) {
+	select {
+	case wake <- struct{}{}:
+	default:
+	}
+}
+
 // supervise runs the Run loop shared by the Prober and the Monitor: each
 // time wake fires (and once at the start) it calls spawnNew, which starts a
 // goroutine, through spawn, for every item that has none yet. It returns

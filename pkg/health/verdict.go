@@ -47,14 +47,14 @@ func (m *Monitor) verdictLocked(w *watched, now time.Time) VolumeVerdict {
 	check := w.check
 	if sv.State != StateUnreachable && w.reconnecting(now, m.opts.RemountGrace) {
 		msg := "the SMB server answers again; the mount is not checked since"
-		if !w.recheck {
+		if !w.unverified() {
 			msg = "the SMB server answers again; the kernel has not reconnected the mount yet (last check: " + check.Message + ")"
 		}
 		check = MountCheck{Reason: ReasonReconnecting, At: check.At, Message: msg}
 	}
 	v := Combine(check, sv, now.Sub(w.remounted) < m.opts.NoticeTTL && !w.remounted.IsZero())
 	v.Server, v.Usage, v.UsageAt, v.Check = w.spec.Server, w.usage, w.usageAt, check
-	if !check.OK && w.spec.Remount != nil && v.Reason != ReasonUnreachable && !w.recheck {
+	if !check.OK && w.spec.Remount != nil && v.Reason != ReasonUnreachable && !w.unverified() {
 		if left := m.opts.RemountGrace - now.Sub(w.failingSince()); left > 0 {
 			v.Message += fmt.Sprintf("; remount in %v unless it recovers", left.Round(time.Second))
 		}
