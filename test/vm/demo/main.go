@@ -154,17 +154,13 @@ func (d *demo) breakAndHeal(id, target, server string) error {
 		{"server frozen", lab.ActStop, lab.ActCont},
 		{"server partitioned", lab.ActPart, lab.ActUnpart},
 	} {
-		if err := d.do("fault: "+f.what, func(ctx context.Context) (string, error) {
-			return "smblab fault " + f.breakIt + " " + server, d.ctrl.Do(ctx, f.breakIt, server)
-		}); err != nil {
+		if err := d.fault("fault: "+f.what, f.breakIt, server); err != nil {
 			return err
 		}
 		if err := d.watch(id, target, true, 30*time.Second); err != nil {
 			return err
 		}
-		if err := d.do("heal: "+f.heal, func(ctx context.Context) (string, error) {
-			return "smblab fault " + f.heal + " " + server, d.ctrl.Do(ctx, f.heal, server)
-		}); err != nil {
+		if err := d.fault("heal: "+f.heal, f.heal, server); err != nil {
 			return err
 		}
 		if err := d.watch(id, target, false, 60*time.Second); err != nil {
@@ -172,6 +168,13 @@ func (d *demo) breakAndHeal(id, target, server string) error {
 		}
 	}
 	return nil
+}
+
+// fault applies a lab fault action to server as one printed step.
+func (d *demo) fault(step, action, server string) error {
+	return d.do(step, func(ctx context.Context) (string, error) {
+		return "smblab fault " + action + " " + server, d.ctrl.Do(ctx, action, server)
+	})
 }
 
 // watch polls NodeGetVolumeHealth until the volume is inaccessible (or
