@@ -15,6 +15,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/klog/v2"
 
+	"github.com/csi-smb/csi-smb/pkg/auth"
 	"github.com/csi-smb/csi-smb/pkg/driver"
 	"github.com/csi-smb/csi-smb/pkg/health"
 	"github.com/csi-smb/csi-smb/pkg/kube"
@@ -85,7 +86,7 @@ func run(opts driver.Options) error {
 	})
 	deps := driver.Deps{
 		Mounter: mount.New(mount.Options{}), Statter: statter, Monitor: monitor, Servers: prober, Catalog: catalog,
-		OpenShare: func(ctx context.Context, server, share string, creds smb.Credentials) (provision.FS, func(), error) {
+		OpenShare: func(ctx context.Context, server, share string, creds auth.Credentials) (provision.FS, func(), error) {
 			return pool.Share(ctx, server, share, creds)
 		},
 	}
@@ -132,7 +133,7 @@ func seedCatalog(ctx context.Context, client kubernetes.Interface, driverName st
 	n := 0
 	for _, h := range handles {
 		if v, err := volume.ParseID(h); err == nil {
-			catalog.Track(h, v, 0, smb.Credentials{})
+			catalog.Track(h, v, 0, auth.Credentials{})
 			n++
 		}
 	}
@@ -141,7 +142,7 @@ func seedCatalog(ctx context.Context, client kubernetes.Interface, driverName st
 
 // dirChecker checks a volume directory over the controller's SMB pool.
 func dirChecker(pool *smb.Pool) health.DirChecker {
-	return func(ctx context.Context, v volume.Volume, creds smb.Credentials) (bool, error) {
+	return func(ctx context.Context, v volume.Volume, creds auth.Credentials) (bool, error) {
 		sh, release, err := pool.Share(ctx, v.Source.Server, v.Source.Share, creds)
 		if err != nil {
 			return false, err

@@ -8,6 +8,7 @@ import (
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"k8s.io/klog/v2"
 
+	"github.com/csi-smb/csi-smb/pkg/auth"
 	"github.com/csi-smb/csi-smb/pkg/provision"
 	"github.com/csi-smb/csi-smb/pkg/smb"
 	"github.com/csi-smb/csi-smb/pkg/volume"
@@ -209,7 +210,7 @@ func (d *Driver) checkExists(ctx context.Context, vol volume.Volume, secrets map
 // transport level on a session that was pooled before this call (the server
 // restarted or dropped it since), it runs once more on a fresh session; the
 // provisioning operations are idempotent, so that is safe.
-func (d *Driver) withShare(ctx context.Context, src volume.Source, creds smb.Credentials, fn func(provision.FS) error) error {
+func (d *Driver) withShare(ctx context.Context, src volume.Source, creds auth.Credentials, fn func(provision.FS) error) error {
 	for attempt := 0; ; attempt++ {
 		fsys, release, err := d.deps.OpenShare(ctx, src.Server, src.Share, creds)
 		if err != nil {

@@ -7,14 +7,14 @@ import (
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 
+	"github.com/csi-smb/csi-smb/pkg/auth"
 	"github.com/csi-smb/csi-smb/pkg/health"
-	"github.com/csi-smb/csi-smb/pkg/smb"
 	"github.com/csi-smb/csi-smb/pkg/volume"
 )
 
 // VolumeCatalog is the controller's view of its volumes (pkg/health.Catalog).
 type VolumeCatalog interface {
-	Track(id string, v volume.Volume, capacity int64, creds smb.Credentials)
+	Track(id string, v volume.Volume, capacity int64, creds auth.Credentials)
 	Forget(id string)
 	Get(id string) (health.Entry, bool)
 	List() []health.Entry

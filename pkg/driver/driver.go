@@ -17,16 +17,16 @@ import (
 	"google.golang.org/grpc"
 	"k8s.io/klog/v2"
 
+	"github.com/csi-smb/csi-smb/pkg/auth"
 	"github.com/csi-smb/csi-smb/pkg/health"
 	"github.com/csi-smb/csi-smb/pkg/kube"
 	"github.com/csi-smb/csi-smb/pkg/mount"
 	"github.com/csi-smb/csi-smb/pkg/provision"
-	"github.com/csi-smb/csi-smb/pkg/smb"
 )
 
 // Mounter performs the node's mounts (pkg/mount on Linux).
 type Mounter interface {
-	MountCIFS(ctx context.Context, source, target string, options []string, creds mount.Credentials) error
+	MountCIFS(ctx context.Context, source, target string, options []string, creds auth.Credentials) error
 	BindMount(ctx context.Context, source, target string, readOnly bool) error
 	Unmount(ctx context.Context, target string) error
 	Detach(ctx context.Context, target string) error
@@ -43,7 +43,7 @@ type Statter interface {
 }
 
 // OpenShare opens a pooled SMB share for the controller (pkg/smb).
-type OpenShare func(ctx context.Context, server, share string, creds smb.Credentials) (provision.FS, func(), error)
+type OpenShare func(ctx context.Context, server, share string, creds auth.Credentials) (provision.FS, func(), error)
 
 // EventSink tells Kubernetes about volume health changes (pkg/kube).
 type EventSink interface {

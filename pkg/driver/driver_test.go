@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/csi-smb/csi-smb/pkg/auth"
 	"github.com/csi-smb/csi-smb/pkg/health"
 	"github.com/csi-smb/csi-smb/pkg/mount"
 	"github.com/csi-smb/csi-smb/pkg/mount/mounttest"
@@ -36,7 +37,7 @@ type harness struct {
 	statfsMu sync.Mutex
 	statfsFn func(path string, st *unix.Statfs_t) error
 	openErr  error
-	opened   []smb.Credentials
+	opened   []auth.Credentials
 	servers  *fakeServers
 	monitor  *health.Monitor
 	catalog  *health.Catalog
@@ -48,7 +49,7 @@ type fakeServers struct {
 	verdicts map[string]health.Verdict
 }
 
-func (f *fakeServers) Acquire(string, smb.Credentials) func() { return func() {} }
+func (f *fakeServers) Acquire(string, auth.Credentials) func() { return func() {} }
 
 func (f *fakeServers) Verdict(addr string) (health.Verdict, bool) {
 	f.mu.Lock()
@@ -81,7 +82,7 @@ func newHarness(t *testing.T) *harness {
 		return fn(p, st)
 	})
 	h.monitor = health.NewMonitor(statter, h.servers, health.MonitorOptions{})
-	h.catalog = health.NewCatalog(func(ctx context.Context, v volume.Volume, _ smb.Credentials) (bool, error) {
+	h.catalog = health.NewCatalog(func(ctx context.Context, v volume.Volume, _ auth.Credentials) (bool, error) {
 		return provision.Exists(ctx, h.fs, v)
 	}, h.servers, health.CatalogOptions{})
 	deps := Deps{
@@ -90,7 +91,7 @@ func newHarness(t *testing.T) *harness {
 		Monitor: h.monitor,
 		Servers: h.servers,
 		Catalog: h.catalog,
-		OpenShare: func(ctx context.Context, server, share string, c smb.Credentials) (provision.FS, func(), error) {
+		OpenShare: func(ctx context.Context, server, share string, c auth.Credentials) (provision.FS, func(), error) {
 			h.opened = append(h.opened, c)
 			if h.openErr != nil {
 				return nil, nil, h.openErr
@@ -212,7 +213,7 @@ func TestCreateIdempotentAndConflict(t *testing.T) {
 func TestConcurrentCreateSameNameIsAborted(t *testing.T) {
 	h := newHarness(t)
 	entered, release := make(chan struct{}), make(chan struct{})
-	h.d.deps.OpenShare = func(ctx context.Context, _, _ string, _ smb.Credentials) (provision.FS, func(), error) {
+	h.d.deps.OpenShare = func(ctx context.Context, _, _ string, _ auth.Credentials) (provision.FS, func(), error) {
 		close(entered)
 		<-release
 		return h.fs, func() {}, nil
@@ -244,7 +245,7 @@ func (r reusedFS) Reused() bool { return r.reused }
 func TestRetryOnceOnDeadPooledSession(t *testing.T) {
 	h := newHarness(t)
 	calls := 0
-	h.d.deps.OpenShare = func(ctx context.Context, _, _ string, _ smb.Credentials) (provision.FS, func(), error) {
+	h.d.deps.OpenShare = func(ctx context.Context, _, _ string, _ auth.Credentials) (provision.FS, func(), error) {
 		calls++
 		m := provisiontest.New()
 		if calls == 1 {
@@ -258,7 +259,7 @@ func TestRetryOnceOnDeadPooledSession(t *testing.T) {
 	}
 	// A fresh session that fails is not retried.
 	calls = 0
-	h.d.deps.OpenShare = func(ctx context.Context, _, _ string, _ smb.Credentials) (provision.FS, func(), error) {
+	h.d.deps.OpenShare = func(ctx context.Context, _, _ string, _ auth.Credentials) (provision.FS, func(), error) {
 		calls++
 		m := provisiontest.New()
 		m.Fail = func(string, string) error { return fmt.Errorf("read: %w", smb.ErrUnreachable) }

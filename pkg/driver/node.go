@@ -128,8 +128,7 @@ func (d *Driver) NodeStageVolume(ctx context.Context, req *csi.NodeStageVolumeRe
 	}
 	defer unlock()
 	staging, source := filepath.Clean(req.GetStagingTargetPath()), vol.Location().String()
-	mc := mount.Credentials{Username: creds.Username, Password: creds.Password, Domain: creds.Domain}
-	st := &staged{vol: vol, staging: staging, source: source, options: opts, creds: mc,
+	st := &staged{vol: vol, staging: staging, source: source, options: opts, creds: creds,
 		claim: kube.ObjectsFromContext(req.GetVolumeContext())}
 	done, err := d.checkStaged(ctx, staging, source)
 	if err != nil {
@@ -140,7 +139,7 @@ func (d *Driver) NodeStageVolume(ctx context.Context, req *csi.NodeStageVolumeRe
 			return nil, toStatus(fmt.Errorf("create staging path: %w", err))
 		}
 		mctx, cancel := context.WithTimeout(ctx, d.opts.MountTimeout)
-		err := d.deps.Mounter.MountCIFS(mctx, source, staging, opts, mc)
+		err := d.deps.Mounter.MountCIFS(mctx, source, staging, opts, creds)
 		cancel()
 		if err != nil {
 			return nil, toStatus(fmt.Errorf("volume %s: mount %s: %w", req.GetVolumeId(), source, err))

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/codes"
 
+	"github.com/csi-smb/csi-smb/pkg/auth"
 	"github.com/csi-smb/csi-smb/pkg/health"
 	"github.com/csi-smb/csi-smb/pkg/mount"
 )
@@ -351,7 +352,7 @@ func TestAdoptsVolumesStagedBeforeARestart(t *testing.T) {
 	h := newHarness(t)
 	vol := h.volume(t)
 	st := "/var/lib/kubelet/plugins/x/globalmount"
-	if err := h.mounter.MountCIFS(context.Background(), "//srv/share/pvc-1", st, nil, mount.Credentials{}); err != nil {
+	if err := h.mounter.MountCIFS(context.Background(), "//srv/share/pvc-1", st, nil, auth.Credentials{}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := h.d.NodeGetVolumeStats(context.Background(), &csi.NodeGetVolumeStatsRequest{VolumeId: vol.GetVolumeId(), VolumePath: st}); err != nil {
@@ -361,7 +362,7 @@ func TestAdoptsVolumesStagedBeforeARestart(t *testing.T) {
 		t.Fatal("mounted volume not adopted")
 	}
 	static := "/var/lib/kubelet/pods/p/volumes/static"
-	if err := h.mounter.MountCIFS(context.Background(), "//10.0.0.9/data/dir", static, nil, mount.Credentials{}); err != nil {
+	if err := h.mounter.MountCIFS(context.Background(), "//10.0.0.9/data/dir", static, nil, auth.Credentials{}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := h.d.NodeGetVolumeStats(context.Background(), &csi.NodeGetVolumeStatsRequest{VolumeId: "static-pv-handle", VolumePath: static}); err != nil {

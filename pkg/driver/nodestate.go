@@ -11,10 +11,10 @@ import (
 
 	"k8s.io/klog/v2"
 
+	"github.com/csi-smb/csi-smb/pkg/auth"
 	"github.com/csi-smb/csi-smb/pkg/health"
 	"github.com/csi-smb/csi-smb/pkg/kube"
 	"github.com/csi-smb/csi-smb/pkg/mount"
-	"github.com/csi-smb/csi-smb/pkg/smb"
 	"github.com/csi-smb/csi-smb/pkg/volume"
 )
 
@@ -38,7 +38,7 @@ type staged struct {
 	staging string
 	source  string
 	options []string
-	creds   mount.Credentials
+	creds   auth.Credentials
 	claim   []kube.Object          // the PVC, from the volume context
 	targets map[string]publication // publish path -> what is there
 }
@@ -150,7 +150,7 @@ func (d *Driver) watch(ctx context.Context, id string, s *staged) {
 	}
 	d.deps.Monitor.Add(health.VolumeSpec{
 		ID: id, Staging: s.staging, Server: serverAddr(s.vol.Source),
-		Creds:   smb.Credentials{Username: s.creds.Username, Password: s.creds.Password, Domain: s.creds.Domain},
+		Creds:   s.creds,
 		Remount: d.remounter(id), Initial: initial,
 	})
 }

@@ -8,7 +8,7 @@ import (
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 
-	"github.com/csi-smb/csi-smb/pkg/smb"
+	"github.com/csi-smb/csi-smb/pkg/auth"
 )
 
 // Secret keys of the provisioner and node-stage secrets.
@@ -77,7 +77,7 @@ func readOnlyMode(c *csi.VolumeCapability) bool {
 // credentials reads username, password and domain from a CSI secret; any
 // other key is refused by name (a typo must not silently mean "anonymous").
 // Error messages name keys, never values.
-func credentials(secrets map[string]string) (smb.Credentials, error) {
+func credentials(secrets map[string]string) (auth.Credentials, error) {
 	var unknown []string
 	for k := range secrets {
 		if k != SecretUsername && k != SecretPassword && k != SecretDomain {
@@ -86,12 +86,12 @@ func credentials(secrets map[string]string) (smb.Credentials, error) {
 	}
 	if len(unknown) > 0 {
 		slices.Sort(unknown)
-		return smb.Credentials{}, fmt.Errorf("%w: secret keys %s; allowed are username, password, domain",
+		return auth.Credentials{}, fmt.Errorf("%w: secret keys %s; allowed are username, password, domain",
 			errUnsupported, strings.Join(unknown, ", "))
 	}
-	c := smb.Credentials{Username: secrets[SecretUsername], Password: secrets[SecretPassword], Domain: secrets[SecretDomain]}
+	c := auth.Credentials{Username: secrets[SecretUsername], Password: secrets[SecretPassword], Domain: secrets[SecretDomain]}
 	if c.Username == "" && (c.Password != "" || c.Domain != "") {
-		return smb.Credentials{}, fmt.Errorf("%w: secret has a password or domain but no username", errRequired)
+		return auth.Credentials{}, fmt.Errorf("%w: secret has a password or domain but no username", errRequired)
 	}
 	return c, nil
 }

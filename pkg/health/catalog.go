@@ -7,7 +7,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/csi-smb/csi-smb/pkg/smb"
+	"github.com/csi-smb/csi-smb/pkg/auth"
 	"github.com/csi-smb/csi-smb/pkg/volume"
 )
 
@@ -19,7 +19,7 @@ const (
 
 // DirChecker reports whether a volume's directory exists, over SMB with
 // the given credentials (the controller's pool).
-type DirChecker func(ctx context.Context, v volume.Volume, creds smb.Credentials) (bool, error)
+type DirChecker func(ctx context.Context, v volume.Volume, creds auth.Credentials) (bool, error)
 
 // CatalogOptions configure a Catalog. Zero values get defaults.
 type CatalogOptions struct {
@@ -44,7 +44,7 @@ type Catalog struct {
 type cataloged struct {
 	vol      volume.Volume
 	capacity int64
-	creds    smb.Credentials
+	creds    auth.Credentials
 	release  func()
 	checked  time.Time
 	present  bool
@@ -68,7 +68,7 @@ func NewCatalog(check DirChecker, servers Servers, o CatalogOptions) *Catalog {
 
 // Track adds (or refreshes) a volume. Credentials, when given, replace the
 // ones known for it; capacity 0 keeps the known one.
-func (c *Catalog) Track(id string, v volume.Volume, capacity int64, creds smb.Credentials) {
+func (c *Catalog) Track(id string, v volume.Volume, capacity int64, creds auth.Credentials) {
 	c.mu.Lock()
 	e, ok := c.vols[id]
 	if !ok {

@@ -5,8 +5,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/csi-smb/csi-smb/pkg/auth"
 	"github.com/csi-smb/csi-smb/pkg/mount"
-	"github.com/csi-smb/csi-smb/pkg/smb"
 )
 
 // Statter runs bounded, single-flight statfs calls (pkg/mount.Statter).
@@ -16,16 +16,16 @@ type Statter interface {
 
 // Servers is what the Monitor needs from the Prober.
 type Servers interface {
-	Acquire(addr string, creds smb.Credentials) (release func())
+	Acquire(addr string, creds auth.Credentials) (release func())
 	Verdict(addr string) (Verdict, bool)
 }
 
 // VolumeSpec describes a staged volume to watch.
 type VolumeSpec struct {
 	ID      string
-	Staging string          // the mount to check
-	Server  string          // host:port of its SMB server
-	Creds   smb.Credentials // for the server's probe session (empty: anonymous)
+	Staging string           // the mount to check
+	Server  string           // host:port of its SMB server
+	Creds   auth.Credentials // for the server's probe session (empty: anonymous)
 	// Remount replaces a wedged staging mount (and what is bound from it);
 	// nil when the volume cannot be remounted (adopted after a restart).
 	Remount func(ctx context.Context) error

@@ -12,8 +12,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/csi-smb/csi-smb/pkg/auth"
 	"github.com/csi-smb/csi-smb/pkg/mount"
-	"github.com/csi-smb/csi-smb/pkg/smb"
 )
 
 func TestClassifyStat(t *testing.T) {
@@ -89,7 +89,7 @@ type fakeServers struct {
 	refs     map[string]int
 }
 
-func (f *fakeServers) Acquire(addr string, _ smb.Credentials) func() {
+func (f *fakeServers) Acquire(addr string, _ auth.Credentials) func() {
 	f.mu.Lock()
 	f.refs[addr]++
 	f.mu.Unlock()

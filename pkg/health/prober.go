@@ -8,7 +8,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/csi-smb/csi-smb/pkg/smb"
+	"github.com/csi-smb/csi-smb/pkg/auth"
 )
 
 // Session is one probe connection to a server: a session with a tree
@@ -25,22 +25,22 @@ type Session interface {
 
 // Dialer sets up probe sessions (pkg/smb.ProbeDialer in production).
 type Dialer interface {
-	Dial(ctx context.Context, addr string, creds smb.Credentials) (Session, error)
+	Dial(ctx context.Context, addr string, creds auth.Credentials) (Session, error)
 }
 
 // DialFunc adapts a function to Dialer.
-type DialFunc func(ctx context.Context, addr string, creds smb.Credentials) (Session, error)
+type DialFunc func(ctx context.Context, addr string, creds auth.Credentials) (Session, error)
 
 // Dial calls f.
-func (f DialFunc) Dial(ctx context.Context, addr string, creds smb.Credentials) (Session, error) {
+func (f DialFunc) Dial(ctx context.Context, addr string, creds auth.Credentials) (Session, error) {
 	return f(ctx, addr, creds)
 }
 
 // Adapt turns a dial function that returns a concrete session type into a
 // Dialer, returning a true nil Session on error (a nil *T in a Session
 // interface is not nil).
-func Adapt[S Session](dial func(ctx context.Context, addr string, creds smb.Credentials) (S, error)) Dialer {
-	return DialFunc(func(ctx context.Context, addr string, creds smb.Credentials) (Session, error) {
+func Adapt[S Session](dial func(ctx context.Context, addr string, creds auth.Credentials) (S, error)) Dialer {
+	return DialFunc(func(ctx context.Context, addr string, creds auth.Credentials) (Session, error) {
 		s, err := dial(ctx, addr, creds)
 		if err != nil {
 			return nil, err
@@ -95,7 +95,7 @@ type Prober struct {
 
 type target struct {
 	addr    string
-	holders map[uint64]smb.Credentials
+	holders map[uint64]auth.Credentials
 	latest  uint64
 	det     Detector
 	started bool
@@ -124,11 +124,11 @@ func NewProber(d Dialer, o ProberOptions) *Prober {
 
 // Acquire starts probing addr (host:port) for one user, with its
 // credentials (empty: anonymous). Probing stops when every user released.
-func (p *Prober) Acquire(addr string, creds smb.Credentials) (release func()) {
+func (p *Prober) Acquire(addr string, creds auth.Credentials) (release func()) {
 	p.mu.Lock()
 	t, ok := p.targets[addr]
 	if !ok {
-		t = &target{addr: addr, holders: map[uint64]smb.Credentials{}, det: NewDetector(p.opts.Detector)}
+		t = &target{addr: addr, holders: map[uint64]auth.Credentials{}, det: NewDetector(p.opts.Detector)}
 		p.targets[addr] = t
 	}
 	t.latest++
@@ -212,10 +212,10 @@ func (p *Prober) observe(t *target, o Observation) {
 	}
 }
 
-func (p *Prober) snapshot(t *target) (Detector, smb.Credentials) {
+func (p *Prober) snapshot(t *target) (Detector, auth.Credentials) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	var creds smb.Credentials
+	var creds auth.Credentials
 	var newest uint64
 	for id, c := range t.holders {
 		if id > newest {

@@ -12,7 +12,7 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/csi-smb/csi-smb/pkg/smb"
+	"github.com/csi-smb/csi-smb/pkg/auth"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -50,7 +50,7 @@ func (f *fakeServer) set(mode string) {
 	}
 }
 
-func (f *fakeServer) Dial(ctx context.Context, addr string, _ smb.Credentials) (Session, error) {
+func (f *fakeServer) Dial(ctx context.Context, addr string, _ auth.Credentials) (Session, error) {
 	f.mu.Lock()
 	f.dials++
 	mode := f.mode
@@ -129,7 +129,7 @@ func (s *fakeSession) Idle(ctx context.Context, deadline time.Time) error {
 func bubble(t *testing.T, srv *fakeServer, fn func(p *Prober)) {
 	synctest.Test(t, func(t *testing.T) {
 		p := NewProber(srv, ProberOptions{Phase: func(time.Duration) time.Duration { return 0 }})
-		release := p.Acquire("srv:445", smb.Credentials{})
+		release := p.Acquire("srv:445", auth.Credentials{})
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error)
 		go func() { done <- p.Run(ctx) }()
@@ -282,9 +282,9 @@ func TestProberRefcountAndPhases(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error)
 		go func() { done <- p.Run(ctx) }()
-		r1 := p.Acquire("a:445", smb.Credentials{})
-		r2 := p.Acquire("a:445", smb.Credentials{Username: "u"})
-		rb := p.Acquire("b:445", smb.Credentials{})
+		r1 := p.Acquire("a:445", auth.Credentials{})
+		r2 := p.Acquire("a:445", auth.Credentials{Username: "u"})
+		rb := p.Acquire("b:445", auth.Credentials{})
 		time.Sleep(3 * time.Second)
 		if phases.Load() != 2 {
 			t.Fatalf("%d phases drawn for 2 servers", phases.Load())
@@ -317,14 +317,14 @@ func TestProberRefcountAndPhases(t *testing.T) {
 // error must not look like a session (a nil pointer in an interface is not
 // nil), and a target released during a dial must not touch one.
 func TestFailedDialNeverYieldsASession(t *testing.T) {
-	d := Adapt(func(context.Context, string, smb.Credentials) (*fakeSession, error) {
+	d := Adapt(func(context.Context, string, auth.Credentials) (*fakeSession, error) {
 		return nil, errors.New("refused")
 	})
-	if s, err := d.Dial(context.Background(), "x:445", smb.Credentials{}); err == nil || s != nil {
+	if s, err := d.Dial(context.Background(), "x:445", auth.Credentials{}); err == nil || s != nil {
 		t.Fatalf("Dial = %v, %v; want a nil Session and the error", s, err)
 	}
 	synctest.Test(t, func(t *testing.T) {
-		blocking := Adapt(func(ctx context.Context, _ string, _ smb.Credentials) (*fakeSession, error) {
+		blocking := Adapt(func(ctx context.Context, _ string, _ auth.Credentials) (*fakeSession, error) {
 			<-ctx.Done()
 			return nil, ctx.Err()
 		})
@@ -332,7 +332,7 @@ func TestFailedDialNeverYieldsASession(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error)
 		go func() { done <- p.Run(ctx) }()
-		release := p.Acquire("x:445", smb.Credentials{})
+		release := p.Acquire("x:445", auth.Credentials{})
 		time.Sleep(500 * time.Millisecond) // mid-dial
 		release()
 		synctest.Wait()
@@ -349,7 +349,7 @@ func TestFailedDialNeverYieldsASession(t *testing.T) {
 func TestProberSharedSchedule(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		a, b := &fakeServer{mode: "up"}, &fakeServer{mode: "up"}
-		d := DialFunc(func(ctx context.Context, addr string, c smb.Credentials) (Session, error) {
+		d := DialFunc(func(ctx context.Context, addr string, c auth.Credentials) (Session, error) {
 			if addr == "a:445" {
 				return a.Dial(ctx, addr, c)
 			}
@@ -361,9 +361,9 @@ func TestProberSharedSchedule(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error)
 		go func() { done <- p.Run(ctx) }()
-		ra := p.Acquire("a:445", smb.Credentials{})
+		ra := p.Acquire("a:445", auth.Credentials{})
 		time.Sleep(1700 * time.Millisecond)
-		rb := p.Acquire("b:445", smb.Credentials{})
+		rb := p.Acquire("b:445", auth.Credentials{})
 		time.Sleep(3 * time.Second)
 		ra()
 		rb()

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	mountutils "k8s.io/mount-utils"
+
+	"github.com/csi-smb/csi-smb/pkg/auth"
 )
 
 // Options configure a Mounter. Zero values get defaults.
@@ -34,13 +36,6 @@ type Mounter struct {
 	mu    sync.Mutex
 	stuck map[string]<-chan struct{} // target -> closed when its unkillable helper exits
 	bg    sync.WaitGroup             // umount helpers still tearing down a detached mount
-}
-
-// Credentials authenticate a cifs mount. Empty Username mounts as guest.
-type Credentials struct {
-	Username string
-	Password string
-	Domain   string
 }
 
 // maxPasswordLen is mount.cifs's MOUNT_PASSWD_SIZE.
@@ -91,7 +86,7 @@ func (m *Mounter) Check() error {
 // MountCIFS mounts source (//server/share[/dir]) on target with options
 // (already merged and validated) and creds. The password goes to mount.cifs
 // through PASSWD_FD, a pipe that is closed when the helper has read it.
-func (m *Mounter) MountCIFS(ctx context.Context, source, target string, options []string, creds Credentials) error {
+func (m *Mounter) MountCIFS(ctx context.Context, source, target string, options []string, creds auth.Credentials) error {
 	if err := checkCreds(creds); err != nil {
 		return err
 	}
@@ -122,7 +117,7 @@ func (m *Mounter) MountCIFS(ctx context.Context, source, target string, options 
 	return m.mountHelper(ctx, target, helper{path: m.opts.MountCIFS, args: args, env: env, extra: extra})
 }
 
-func checkCreds(c Credentials) error {
+func checkCreds(c auth.Credentials) error {
 	for name, v := range map[string]string{"username": c.Username, "domain": c.Domain} {
 		if strings.ContainsAny(v, ",=\n\r\x00") {
 			return fmt.Errorf("%w: secret key %s contains a character cifs cannot carry (, = or a newline)", ErrInvalidOption, name)

@@ -16,6 +16,8 @@ import (
 
 	"go.uber.org/goleak"
 	"golang.org/x/sys/unix"
+
+	"github.com/csi-smb/csi-smb/pkg/auth"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -56,7 +58,7 @@ func TestMergeOptions(t *testing.T) {
 }
 
 func TestCheckCreds(t *testing.T) {
-	bad := []Credentials{
+	bad := []auth.Credentials{
 		{Username: "a,b", Password: "Zq8-secret"},
 		{Username: "u", Domain: "d=x", Password: "Zq8-secret"},
 		{Username: "u", Password: "Zq8-line1\nline2"},
@@ -70,7 +72,7 @@ func TestCheckCreds(t *testing.T) {
 			t.Errorf("error leaks the password: %v", err)
 		}
 	}
-	if err := checkCreds(Credentials{Username: "u", Password: "p,=!%"}); err != nil {
+	if err := checkCreds(auth.Credentials{Username: "u", Password: "p,=!%"}); err != nil {
 		t.Errorf("a password with , = ! %% must be accepted: %v", err)
 	}
 }

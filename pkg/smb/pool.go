@@ -12,28 +12,9 @@ import (
 
 	smb2 "github.com/cloudsoda/go-smb2"
 	"k8s.io/klog/v2"
+
+	"github.com/csi-smb/csi-smb/pkg/auth"
 )
-
-// Credentials authenticate a session. An empty Username is an anonymous
-// session. String never prints the password.
-type Credentials struct {
-	Username string
-	Password string
-	Domain   string
-}
-
-func (c Credentials) String() string {
-	if c.Username == "" {
-		return "anonymous"
-	}
-	if c.Domain != "" {
-		return c.Domain + `\` + c.Username
-	}
-	return c.Username
-}
-
-// GoString keeps %#v from printing the password.
-func (c Credentials) GoString() string { return "smb.Credentials{" + c.String() + "}" }
 
 // DialFunc opens the TCP connection; tests put proxies in between.
 type DialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
@@ -152,7 +133,7 @@ func (e *entry) dialed() bool {
 
 // Share returns a handle on \\server\share for creds, dialing if needed.
 // Call release when done with it. Every network step is bounded by ctx.
-func (p *Pool) Share(ctx context.Context, server, share string, creds Credentials) (*Share, func(), error) {
+func (p *Pool) Share(ctx context.Context, server, share string, creds auth.Credentials) (*Share, func(), error) {
 	key := poolKey{server: server, share: share, user: creds.Username, domain: creds.Domain,
 		password: sha256.Sum256([]byte(creds.Password))}
 	p.mu.Lock()
@@ -217,7 +198,7 @@ func (p *Pool) release(e *entry) {
 }
 
 // dial connects, authenticates and tree-connects; failures are not cached.
-func (p *Pool) dial(ctx context.Context, key poolKey, e *entry, creds Credentials) {
+func (p *Pool) dial(ctx context.Context, key poolKey, e *entry, creds auth.Credentials) {
 	defer close(e.ready)
 	addr := net.JoinHostPort(trimBrackets(key.server), strconv.Itoa(p.opts.Port))
 	conn, err := p.opts.Dial(ctx, "tcp", addr)

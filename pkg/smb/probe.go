@@ -13,6 +13,7 @@ import (
 
 	smb2 "github.com/cloudsoda/go-smb2"
 
+	"github.com/csi-smb/csi-smb/pkg/auth"
 	"github.com/csi-smb/csi-smb/pkg/smb/wire"
 )
 
@@ -38,15 +39,15 @@ type ProbeSession struct {
 // DialProbe sets up a probe session to addr (host:port) with creds; when the
 // server refuses them it tries an anonymous session, which Samba allows by
 // default. Every step is bounded by ctx.
-func (d ProbeDialer) DialProbe(ctx context.Context, addr string, creds Credentials) (*ProbeSession, error) {
+func (d ProbeDialer) DialProbe(ctx context.Context, addr string, creds auth.Credentials) (*ProbeSession, error) {
 	s, err := d.dial(ctx, addr, creds)
 	if err != nil && errors.Is(err, ErrAuth) && creds.Username != "" {
-		s, err = d.dial(ctx, addr, Credentials{})
+		s, err = d.dial(ctx, addr, auth.Credentials{})
 	}
 	return s, err
 }
 
-func (d ProbeDialer) dial(ctx context.Context, addr string, creds Credentials) (*ProbeSession, error) {
+func (d ProbeDialer) dial(ctx context.Context, addr string, creds auth.Credentials) (*ProbeSession, error) {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
 		return nil, fmt.Errorf("probe address %q: %w", addr, err)

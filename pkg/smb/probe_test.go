@@ -11,6 +11,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/csi-smb/csi-smb/internal/smbresponder"
+	"github.com/csi-smb/csi-smb/pkg/auth"
 	"github.com/csi-smb/csi-smb/pkg/smb/wire"
 )
 
@@ -30,7 +31,7 @@ func TestProbeSessionEchoes(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		srv := smbresponder.New(smbresponder.Options{})
-		s, err := pipeDialer(ctx, srv).DialProbe(ctx, "10.0.0.1:445", Credentials{Username: "u", Password: "p"})
+		s, err := pipeDialer(ctx, srv).DialProbe(ctx, "10.0.0.1:445", auth.Credentials{Username: "u", Password: "p"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -67,7 +68,7 @@ func TestProbeSessionFrozenAndKilled(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		srv := smbresponder.New(smbresponder.Options{})
-		s, err := pipeDialer(ctx, srv).DialProbe(ctx, "10.0.0.1:445", Credentials{})
+		s, err := pipeDialer(ctx, srv).DialProbe(ctx, "10.0.0.1:445", auth.Credentials{})
 		if err != nil {
 			t.Fatal(err)
 		}

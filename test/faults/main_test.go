@@ -17,6 +17,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/csi-smb/csi-smb/pkg/auth"
 	"github.com/csi-smb/csi-smb/pkg/health"
 	"github.com/csi-smb/csi-smb/pkg/smb"
 	"github.com/csi-smb/csi-smb/test/lab"
@@ -57,7 +58,7 @@ func startWatch(t testing.TB, addr string, dial health.Dialer) *watch {
 		w.states = append(w.states, v)
 		w.mu.Unlock()
 	}})
-	release := w.p.Acquire(addr, smb.Credentials{Username: lab.User, Password: lab.Password})
+	release := w.p.Acquire(addr, auth.Credentials{Username: lab.User, Password: lab.Password})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() { done <- w.p.Run(ctx) }()

@@ -15,12 +15,12 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/csi-smb/csi-smb/pkg/auth"
 	"github.com/csi-smb/csi-smb/pkg/driver"
 	"github.com/csi-smb/csi-smb/pkg/health"
 	"github.com/csi-smb/csi-smb/pkg/mount"
 	"github.com/csi-smb/csi-smb/pkg/mount/mounttest"
 	"github.com/csi-smb/csi-smb/pkg/provision"
-	"github.com/csi-smb/csi-smb/pkg/smb"
 	"github.com/csi-smb/csi-smb/pkg/volume"
 	"github.com/csi-smb/csi-smb/test/lab"
 )
@@ -38,11 +38,11 @@ func BenchmarkRPCLatencyDeadServer(b *testing.B) {
 	var monitor *health.Monitor
 	prober := health.NewProber(realDialer(), health.ProberOptions{OnChange: func(addr string, _ health.Verdict) { monitor.ServerChanged(addr) }})
 	monitor = health.NewMonitor(statter, prober, health.MonitorOptions{})
-	catalog := health.NewCatalog(func(context.Context, volume.Volume, smb.Credentials) (bool, error) { return true, nil }, prober, health.CatalogOptions{})
+	catalog := health.NewCatalog(func(context.Context, volume.Volume, auth.Credentials) (bool, error) { return true, nil }, prober, health.CatalogOptions{})
 	opts := driver.DefaultOptions()
 	opts.Endpoint, opts.NodeID = "unix://"+sock, "bench"
 	d, err := driver.New(opts, driver.Deps{Mounter: mounttest.New(), Statter: statter, Monitor: monitor, Servers: prober,
-		Catalog: catalog, OpenShare: func(context.Context, string, string, smb.Credentials) (provision.FS, func(), error) {
+		Catalog: catalog, OpenShare: func(context.Context, string, string, auth.Credentials) (provision.FS, func(), error) {
 			return nil, nil, fmt.Errorf("no controller work here")
 		}})
 	if err != nil {

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/csi-smb/csi-smb/pkg/auth"
 	"github.com/csi-smb/csi-smb/pkg/driver"
 	"github.com/csi-smb/csi-smb/pkg/health"
 	"github.com/csi-smb/csi-smb/pkg/provision"
@@ -64,7 +65,7 @@ func controller(t testing.TB) csi.ControllerClient {
 	sock := filepath.Join(t.TempDir(), "csi.sock")
 	pool := smb.NewPool(smb.Options{})
 	prober := health.NewProber(health.Adapt(smb.ProbeDialer{}.DialProbe), health.ProberOptions{})
-	catalog := health.NewCatalog(func(ctx context.Context, v volume.Volume, c smb.Credentials) (bool, error) {
+	catalog := health.NewCatalog(func(ctx context.Context, v volume.Volume, c auth.Credentials) (bool, error) {
 		sh, release, err := pool.Share(ctx, v.Source.Server, v.Source.Share, c)
 		if err != nil {
 			return false, err
@@ -74,7 +75,7 @@ func controller(t testing.TB) csi.ControllerClient {
 	}, prober, health.CatalogOptions{CheckInterval: time.Second})
 	opts := driver.DefaultOptions()
 	opts.Endpoint, opts.Mode, opts.Version, opts.SMBTimeout = "unix://"+sock, driver.ModeController, "test", 10*time.Second
-	d, err := driver.New(opts, driver.Deps{Catalog: catalog, OpenShare: func(ctx context.Context, server, share string, c smb.Credentials) (provision.FS, func(), error) {
+	d, err := driver.New(opts, driver.Deps{Catalog: catalog, OpenShare: func(ctx context.Context, server, share string, c auth.Credentials) (provision.FS, func(), error) {
 		return pool.Share(ctx, server, share, c)
 	}})
 	if err != nil {

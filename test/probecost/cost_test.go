@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/csi-smb/csi-smb/internal/smbresponder"
+	"github.com/csi-smb/csi-smb/pkg/auth"
 	"github.com/csi-smb/csi-smb/pkg/health"
 	"github.com/csi-smb/csi-smb/pkg/smb"
 )
@@ -80,7 +81,7 @@ func BenchmarkProber1000(b *testing.B) {
 	rec := &rttRecorder{}
 	p := health.NewProber(health.Adapt(smb.ProbeDialer{}.DialProbe), health.ProberOptions{Recorder: rec})
 	for _, a := range addrs {
-		p.Acquire(a, smb.Credentials{})
+		p.Acquire(a, auth.Credentials{})
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/csi-smb/csi-smb/internal/smbresponder"
+	"github.com/csi-smb/csi-smb/pkg/auth"
 	"github.com/csi-smb/csi-smb/pkg/driver"
 	"github.com/csi-smb/csi-smb/pkg/health"
 	"github.com/csi-smb/csi-smb/pkg/mount"
@@ -39,14 +40,14 @@ func TestSanityWithFakes(t *testing.T) {
 	prober := health.NewProber(health.Adapt(dialer.DialProbe), health.ProberOptions{})
 	statter := mount.NewStatter(nil) // statfs of the real target directories
 	monitor := health.NewMonitor(statter, prober, health.MonitorOptions{})
-	catalog := health.NewCatalog(func(ctx context.Context, v volume.Volume, _ smb.Credentials) (bool, error) {
+	catalog := health.NewCatalog(func(ctx context.Context, v volume.Volume, _ auth.Credentials) (bool, error) {
 		return provision.Exists(ctx, share, v)
 	}, prober, health.CatalogOptions{})
 	opts := driver.DefaultOptions()
 	opts.Endpoint, opts.NodeID, opts.Version = "unix://"+sock, "sanity", "test"
 	d, err := driver.New(opts, driver.Deps{
 		Mounter: mounttest.New(), Statter: statter, Monitor: monitor, Servers: prober, Catalog: catalog,
-		OpenShare: func(context.Context, string, string, smb.Credentials) (provision.FS, func(), error) {
+		OpenShare: func(context.Context, string, string, auth.Credentials) (provision.FS, func(), error) {
 			return share, func() {}, nil
 		},
 	})

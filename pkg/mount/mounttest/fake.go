@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sync"
 
+	"github.com/csi-smb/csi-smb/pkg/auth"
 	"github.com/csi-smb/csi-smb/pkg/mount"
 )
 
@@ -16,7 +17,7 @@ import (
 type Call struct {
 	Source, Target string
 	Options        []string
-	Creds          mount.Credentials
+	Creds          auth.Credentials
 }
 
 // Fake keeps a mount table in memory. Hooks, when set, run before the
@@ -37,7 +38,7 @@ type Fake struct {
 func New() *Fake { return &Fake{nextDev: 100} }
 
 // MountCIFS records a cifs mount on target.
-func (f *Fake) MountCIFS(ctx context.Context, source, target string, options []string, creds mount.Credentials) error {
+func (f *Fake) MountCIFS(ctx context.Context, source, target string, options []string, creds auth.Credentials) error {
 	if f.MountHook != nil {
 		if err := f.MountHook(ctx, source, target); err != nil {
 			return err
