@@ -86,8 +86,7 @@ func (d ProbeDialer) dial(ctx context.Context, addr string, creds auth.Credentia
 func (s *ProbeSession) Echo(ctx context.Context) error {
 	dl, _ := ctx.Deadline()
 	_ = s.conn.SetDeadline(dl)
-	stop := context.AfterFunc(ctx, func() { _ = s.conn.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
+	defer interruptOn(ctx, func() { _ = s.conn.SetDeadline(time.Unix(1, 0)) })()
 	id := s.next
 	s.next++
 	if _, err := s.conn.Write(wire.EchoRequest(id)); err != nil {
@@ -119,8 +118,7 @@ func (s *ProbeSession) Echo(ctx context.Context) error {
 // is seen at once, without a goroutine reading in the background.
 func (s *ProbeSession) Idle(ctx context.Context, deadline time.Time) error {
 	_ = s.conn.SetReadDeadline(deadline)
-	stop := context.AfterFunc(ctx, func() { _ = s.conn.SetReadDeadline(time.Unix(1, 0)) })
-	defer stop()
+	defer interruptOn(ctx, func() { _ = s.conn.SetReadDeadline(time.Unix(1, 0)) })()
 	_, err := s.rd.Peek(1)
 	switch {
 	case ctx.Err() != nil:
@@ -138,6 +136,20 @@ func (s *ProbeSession) Close() error {
 		return fmt.Errorf("close probe connection: %w", err)
 	}
 	return nil
+}
+
+// interruptOn runs interrupt when ctx ends, until the returned stop is
+// called. stop waits for an interrupt that has started, so a past deadline
+// set for this call can never land on the next one (which would then fail
+// at once).
+func interruptOn(ctx context.Context, interrupt func()) (stop func()) {
+	done := make(chan struct{})
+	cancel := context.AfterFunc(ctx, func() { defer close(done); interrupt() })
+	return func() {
+		if !cancel() {
+			<-done
+		}
+	}
 }
 
 // ioErr reports a timeout as the context's error, so callers tell a
