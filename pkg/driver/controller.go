@@ -100,7 +100,7 @@ func (d *Driver) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequest)
 		return nil, toStatus(fmt.Errorf("volume %s: %w", req.GetName(), err))
 	}
 	klog.InfoS("volume created", "name", req.GetName(), "volumeID", rec.VolumeID, "location", vol.Location())
-	d.deps.Catalog.Track(rec.VolumeID, vol, rec.CapacityBytes, creds)
+	d.deps.Inventory.Track(rec.VolumeID, vol, rec.CapacityBytes, creds)
 	volCtx := vol.Context()
 	// The node names the PVC in its health events.
 	for _, k := range []string{volume.MetaPVCName, volume.MetaPVCNamespace} {
@@ -148,7 +148,7 @@ func (d *Driver) DeleteVolume(ctx context.Context, req *csi.DeleteVolumeRequest)
 	if err != nil {
 		return nil, toStatus(fmt.Errorf("volume %s: %w", req.GetVolumeId(), err))
 	}
-	d.deps.Catalog.Forget(req.GetVolumeId())
+	d.deps.Inventory.Forget(req.GetVolumeId())
 	klog.InfoS("volume deleted", "volumeID", req.GetVolumeId(), "directory", vol.Location(), "outcome", out, "archivedAs", where)
 	return &csi.DeleteVolumeResponse{}, nil
 }

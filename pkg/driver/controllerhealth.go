@@ -9,44 +9,43 @@ import (
 
 	"github.com/csi-smb/csi-smb/pkg/auth"
 	"github.com/csi-smb/csi-smb/pkg/health"
+	"github.com/csi-smb/csi-smb/pkg/inventory"
 	"github.com/csi-smb/csi-smb/pkg/volume"
 )
 
-// VolumeCatalog is the controller's view of its volumes (pkg/health.Catalog).
-type VolumeCatalog interface {
+// Inventory is the controller's view of its volumes (pkg/inventory).
+type Inventory interface {
 	Track(id string, v volume.Volume, capacity int64, creds auth.Credentials)
 	Forget(id string)
-	Get(id string) (health.Entry, bool)
-	List() []health.Entry
+	Get(id string) (inventory.Entry, bool)
+	List() []inventory.Entry
 }
 
 // errBadToken is an unusable ListVolumes starting token (Aborted, per spec).
 var errBadToken = fmt.Errorf("%w: invalid starting_token", errAborted)
 
-// entry returns the catalog entry of id, tracking a volume of this driver
-// the controller has not seen since it started (anonymous checks until an
-// RPC brings credentials).
-func (d *Driver) entry(id string, secrets map[string]string) (health.Entry, error) {
+// entry returns the inventory entry of id. It only reads: a volume the
+// controller does not know (not created by it since it started, not listed
+// from the PersistentVolumes at start) is not found, and no probe starts.
+func (d *Driver) entry(id string) (inventory.Entry, error) {
 	if err := required("volume_id", id); err != nil {
-		return health.Entry{}, err
+		return inventory.Entry{}, err
 	}
-	vol, err := volume.ParseID(id)
-	if err != nil {
-		return health.Entry{}, err
+	if _, err := volume.ParseID(id); err != nil {
+		return inventory.Entry{}, err
 	}
-	creds, err := credentials(secrets)
-	if err != nil {
-		return health.Entry{}, err
+	e, ok := d.deps.Inventory.Get(id)
+	if !ok {
+		return inventory.Entry{}, fmt.Errorf("%w: volume %s is not known to this controller (it knows the volumes it created "+
+			"since it started and, with --kube-api, those of the PersistentVolumes it found at start)", errNotFound, id)
 	}
-	d.deps.Catalog.Track(id, vol, 0, creds)
-	e, _ := d.deps.Catalog.Get(id)
 	return e, nil
 }
 
 // ControllerGetVolume returns a volume with its legacy volume condition,
 // which external-health-monitor turns into PVC events.
 func (d *Driver) ControllerGetVolume(ctx context.Context, req *csi.ControllerGetVolumeRequest) (*csi.ControllerGetVolumeResponse, error) {
-	e, err := d.entry(req.GetVolumeId(), nil)
+	e, err := d.entry(req.GetVolumeId())
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -55,9 +54,9 @@ func (d *Driver) ControllerGetVolume(ctx context.Context, req *csi.ControllerGet
 	return &csi.ControllerGetVolumeResponse{Volume: csiVolume(e), Status: status}, nil
 }
 
-// ListVolumes pages through the catalog; starting_token is an offset.
+// ListVolumes pages through the inventory; starting_token is an offset.
 func (d *Driver) ListVolumes(ctx context.Context, req *csi.ListVolumesRequest) (*csi.ListVolumesResponse, error) {
-	entries := d.deps.Catalog.List()
+	entries := d.deps.Inventory.List()
 	page, next, err := paginate(len(entries), req.GetStartingToken(), req.GetMaxEntries())
 	if err != nil {
 		return nil, toStatus(err)
@@ -74,16 +73,16 @@ func (d *Driver) ListVolumes(ctx context.Context, req *csi.ListVolumesRequest) (
 // ControllerGetVolumeHealth reports the controller's view (CSI v1.13):
 // server reachable from the controller, volume directory present.
 func (d *Driver) ControllerGetVolumeHealth(ctx context.Context, req *csi.ControllerGetVolumeHealthRequest) (*csi.ControllerGetVolumeHealthResponse, error) {
-	e, err := d.entry(req.GetVolumeId(), req.GetSecrets())
+	e, err := d.entry(req.GetVolumeId())
 	if err != nil {
 		return nil, toStatus(err)
 	}
 	return &csi.ControllerGetVolumeHealthResponse{VolumeHealth: volumeHealth(e.ID, e.Verdict.State, e.Verdict.Reason, e.Verdict.Message)}, nil
 }
 
-// ControllerListVolumeHealth pages through the catalog's verdicts.
+// ControllerListVolumeHealth pages through the inventory's verdicts.
 func (d *Driver) ControllerListVolumeHealth(ctx context.Context, req *csi.ControllerListVolumeHealthRequest) (*csi.ControllerListVolumeHealthResponse, error) {
-	entries := d.deps.Catalog.List()
+	entries := d.deps.Inventory.List()
 	page, next, err := paginate(len(entries), req.GetStartingToken(), req.GetMaxEntries())
 	if err != nil {
 		return nil, toStatus(err)
@@ -118,7 +117,7 @@ func paginate(n int, token string, maxEntries int32) ([2]int, string, error) {
 	return [2]int{start, end}, next, nil
 }
 
-func csiVolume(e health.Entry) *csi.Volume {
+func csiVolume(e inventory.Entry) *csi.Volume {
 	return &csi.Volume{VolumeId: e.ID, CapacityBytes: e.Capacity, VolumeContext: e.Volume.Context()}
 }
 

@@ -50,15 +50,30 @@ type EventSink interface {
 	VolumeHealthChanged(volumeID string, v health.VolumeVerdict, objects []kube.Object)
 }
 
+// Verdicts is the health store (pkg/health.Store): the node's RPCs read it,
+// and the driver follows it to write Events and to remount wedged mounts.
+type Verdicts interface {
+	Volume(id string) (health.VolumeVerdict, bool)
+	Server(addr string) (health.Verdict, bool)
+	Servers() map[string]health.Verdict
+	Subscribe() *health.Subscription
+}
+
+// RemountRecorder counts remounts (pkg/metrics).
+type RemountRecorder interface {
+	Remounted(err error)
+}
+
 // Deps are the driver's collaborators; each service needs its own subset.
 type Deps struct {
 	Mounter   Mounter          // node
 	Statter   Statter          // node
-	Monitor   VolumeMonitor    // node: volume health (optional in tests)
-	Servers   ServerVerdicts   // node: server health for NodeGetStorageHealth
+	Monitor   VolumeMonitor    // node: watches staged volumes
+	Verdicts  Verdicts         // node: server and volume health
 	Events    EventSink        // node: optional
+	Remounts  RemountRecorder  // node: optional
 	OpenShare OpenShare        // controller
-	Catalog   VolumeCatalog    // controller: volume health (optional in tests)
+	Inventory Inventory        // controller: its volumes and their health
 	Now       func() time.Time // default time.Now
 }
 
@@ -81,11 +96,11 @@ func New(opts Options, deps Deps) (*Driver, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, err
 	}
-	if opts.ServesNode() && (deps.Mounter == nil || deps.Statter == nil || deps.Monitor == nil || deps.Servers == nil) {
-		return nil, errors.New("node mode needs a Mounter, a Statter, a Monitor and Servers")
+	if opts.ServesNode() && (deps.Mounter == nil || deps.Statter == nil || deps.Monitor == nil || deps.Verdicts == nil) {
+		return nil, errors.New("node mode needs a Mounter, a Statter, a Monitor and Verdicts")
 	}
-	if opts.ServesController() && (deps.OpenShare == nil || deps.Catalog == nil) {
-		return nil, errors.New("controller mode needs OpenShare and a Catalog")
+	if opts.ServesController() && (deps.OpenShare == nil || deps.Inventory == nil) {
+		return nil, errors.New("controller mode needs OpenShare and an Inventory")
 	}
 	if deps.Now == nil {
 		deps.Now = time.Now
@@ -93,17 +108,55 @@ func New(opts Options, deps Deps) (*Driver, error) {
 	return &Driver{opts: opts, deps: deps, locks: newKeyLocks(), node: newNodeState()}, nil
 }
 
-// VolumeHealthChanged is the Monitor's OnChange: it passes the change on to
-// Kubernetes with the pods and PVC that use the volume.
-func (d *Driver) VolumeHealthChanged(id string, v health.VolumeVerdict) {
-	klog.InfoS("volume health changed", "volumeID", id, "state", v.State, "reason", v.Reason, "message", v.Message)
-	if d.deps.Events != nil {
-		d.deps.Events.VolumeHealthChanged(id, v, d.node.objects(id))
+// Run serves gRPC on the endpoint until ctx ends, then stops gracefully.
+// A node also follows the health store: it writes Events when a volume's
+// health changes and remounts the mounts the Monitor finds wedged.
+func (d *Driver) Run(ctx context.Context) error {
+	if !d.opts.ServesNode() {
+		return d.serve(ctx)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); d.follow(ctx) }()
+	defer func() { cancel(); <-done }()
+	return d.serve(ctx)
+}
+
+// follow runs the node's consumers of the health store until ctx ends.
+func (d *Driver) follow(ctx context.Context) {
+	var wg sync.WaitGroup
+	events, remounts := d.deps.Verdicts.Subscribe(), d.deps.Verdicts.Subscribe()
+	wg.Go(func() { _ = health.Consume(ctx, events, d.volumeHealthChanged()) })
+	wg.Go(func() { d.remountWedged(ctx, remounts) })
+	wg.Wait()
+}
+
+// volumeHealthChanged logs a volume whose state or reason changed and
+// passes it on to Kubernetes with the pods and PVC that use the volume.
+func (d *Driver) volumeHealthChanged() func(health.Update) {
+	last := map[string]health.VolumeVerdict{}
+	return func(u health.Update) {
+		if u.Kind != health.KindVolume {
+			return
+		}
+		old, seen := last[u.Name]
+		if u.Gone {
+			delete(last, u.Name)
+			return
+		}
+		last[u.Name] = u.Volume
+		if seen && old.State == u.Volume.State && old.Reason == u.Volume.Reason {
+			return // only a remount request changed
+		}
+		v := u.Volume
+		klog.InfoS("volume health changed", "volumeID", u.Name, "state", v.State, "reason", v.Reason, "message", v.Message)
+		if d.deps.Events != nil {
+			d.deps.Events.VolumeHealthChanged(u.Name, v, d.node.objects(u.Name))
+		}
 	}
 }
 
-// Run serves gRPC on the endpoint until ctx ends, then stops gracefully.
-func (d *Driver) Run(ctx context.Context) error {
+func (d *Driver) serve(ctx context.Context) error {
 	network, addr, err := ParseEndpoint(d.opts.Endpoint)
 	if err != nil {
 		return err

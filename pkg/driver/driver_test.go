@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"path/filepath"
 	"sync"
 	"syscall"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/csi-smb/csi-smb/pkg/auth"
 	"github.com/csi-smb/csi-smb/pkg/health"
+	"github.com/csi-smb/csi-smb/pkg/inventory"
 	"github.com/csi-smb/csi-smb/pkg/mount"
 	"github.com/csi-smb/csi-smb/pkg/mount/mounttest"
 	"github.com/csi-smb/csi-smb/pkg/provision"
@@ -29,50 +29,29 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// harness is a driver in "all" mode over fakes.
+// harness is a driver in "all" mode over fakes, with the real health
+// store, Monitor and Inventory.
 type harness struct {
-	d        *Driver
-	fs       *provisiontest.MemFS
-	mounter  *mounttest.Fake
-	statfsMu sync.Mutex
-	statfsFn func(path string, st *unix.Statfs_t) error
-	openErr  error
-	opened   []auth.Credentials
-	servers  *fakeServers
-	monitor  *health.Monitor
-	catalog  *health.Catalog
+	d         *Driver
+	fs        *provisiontest.MemFS
+	mounter   *mounttest.Fake
+	statfsMu  sync.Mutex
+	statfsFn  func(path string, st *unix.Statfs_t) error
+	openErr   error
+	opened    []auth.Credentials
+	store     *health.Store
+	monitor   *health.Monitor
+	inventory *inventory.Inventory
 }
 
-// fakeServers stands in for the prober with settable verdicts.
-type fakeServers struct {
-	mu       sync.Mutex
-	verdicts map[string]health.Verdict
-}
+// noProbes stands in for the prober: server verdicts are set in the store.
+type noProbes struct{}
 
-func (f *fakeServers) Acquire(string, auth.Credentials) func() { return func() {} }
-
-func (f *fakeServers) Verdict(addr string) (health.Verdict, bool) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	v, ok := f.verdicts[addr]
-	return v, ok
-}
-
-func (f *fakeServers) Verdicts() map[string]health.Verdict {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return maps.Clone(f.verdicts)
-}
-
-func (f *fakeServers) set(addr string, v health.Verdict) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.verdicts[addr] = v
-}
+func (noProbes) Acquire(string, auth.Credentials) func() { return func() {} }
 
 func newHarness(t *testing.T) *harness {
 	t.Helper()
-	h := &harness{fs: provisiontest.New(), mounter: mounttest.New(), servers: &fakeServers{verdicts: map[string]health.Verdict{}}}
+	h := &harness{fs: provisiontest.New(), mounter: mounttest.New(), store: health.NewStore()}
 	h.setStatfs(func(string, *unix.Statfs_t) error { return nil })
 	statter := mount.NewStatter(func(p string, st *unix.Statfs_t) error {
 		st.Bsize, st.Blocks, st.Bfree, st.Bavail, st.Files, st.Ffree = 4096, 100, 40, 30, 10, 4
@@ -81,16 +60,16 @@ func newHarness(t *testing.T) *harness {
 		h.statfsMu.Unlock()
 		return fn(p, st)
 	})
-	h.monitor = health.NewMonitor(statter, h.servers, health.MonitorOptions{})
-	h.catalog = health.NewCatalog(func(ctx context.Context, v volume.Volume, _ auth.Credentials) (bool, error) {
+	h.monitor = health.NewMonitor(statter, noProbes{}, h.store, health.MonitorOptions{})
+	h.inventory = inventory.New(func(ctx context.Context, v volume.Volume, _ auth.Credentials) (bool, error) {
 		return provision.Exists(ctx, h.fs, v)
-	}, h.servers, health.CatalogOptions{})
+	}, noProbes{}, h.store, inventory.Options{})
 	deps := Deps{
-		Mounter: h.mounter,
-		Statter: statter,
-		Monitor: h.monitor,
-		Servers: h.servers,
-		Catalog: h.catalog,
+		Mounter:   h.mounter,
+		Statter:   statter,
+		Monitor:   h.monitor,
+		Verdicts:  h.store,
+		Inventory: h.inventory,
 		OpenShare: func(ctx context.Context, server, share string, c auth.Credentials) (provision.FS, func(), error) {
 			h.opened = append(h.opened, c)
 			if h.openErr != nil {
@@ -108,6 +87,19 @@ func newHarness(t *testing.T) *harness {
 	}
 	h.d = d
 	return h
+}
+
+// startMonitor runs the Monitor until the test ends.
+func (h *harness) startMonitor(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- h.monitor.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
 }
 
 // setStatfs replaces what the fake statfs does.

@@ -34,7 +34,7 @@ func (d *Driver) NodeGetVolumeHealth(ctx context.Context, req *csi.NodeGetVolume
 // not healthy: STORAGE_UNREACHABLE or STORAGE_DEGRADED, one entry each.
 func (d *Driver) NodeGetStorageHealth(context.Context, *csi.NodeGetStorageHealthRequest) (*csi.NodeGetStorageHealthResponse, error) {
 	resp := &csi.NodeGetStorageHealthResponse{}
-	verdicts := d.deps.Servers.Verdicts()
+	verdicts := d.deps.Verdicts.Servers()
 	for _, addr := range slices.Sorted(maps.Keys(verdicts)) {
 		v := verdicts[addr]
 		var st csi.StorageHealthErrorType

@@ -195,8 +195,7 @@ func (d *Driver) NodeUnstageVolume(ctx context.Context, req *csi.NodeUnstageVolu
 	defer unlock()
 	staging := filepath.Clean(req.GetStagingTargetPath())
 	unmount := d.deps.Mounter.Unmount
-	if v, ok := d.deps.Monitor.Verdict(req.GetVolumeId()); ok &&
-		(v.State == health.StateUnreachable || v.Reason == health.ReasonProbeMissed) {
+	if v, ok := d.deps.Verdicts.Volume(req.GetVolumeId()); ok && serverDown(d.deps.Verdicts, v.Server) {
 		// Nothing can be flushed to a server that does not answer; a clean
 		// unmount would only wait for a tree disconnect (and be killed after
 		// its 5 s budget). A probe that just missed counts too: a killed
@@ -212,4 +211,11 @@ func (d *Driver) NodeUnstageVolume(ctx context.Context, req *csi.NodeUnstageVolu
 	d.deps.Statter.Forget(staging)
 	klog.InfoS("volume unstaged", "volumeID", req.GetVolumeId(), "staging", staging)
 	return &csi.NodeUnstageVolumeResponse{}, nil
+}
+
+// serverDown: the server is known unreachable, or a probe of it has just
+// missed.
+func serverDown(verdicts Verdicts, addr string) bool {
+	sv, ok := verdicts.Server(addr)
+	return ok && (sv.State == health.StateUnreachable || sv.Reason == health.ReasonProbeMissed)
 }

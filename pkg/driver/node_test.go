@@ -6,6 +6,8 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -16,7 +18,9 @@ import (
 
 	"github.com/csi-smb/csi-smb/pkg/auth"
 	"github.com/csi-smb/csi-smb/pkg/health"
+	"github.com/csi-smb/csi-smb/pkg/kube"
 	"github.com/csi-smb/csi-smb/pkg/mount"
+	"github.com/csi-smb/csi-smb/pkg/volume"
 )
 
 func (h *harness) volume(t *testing.T) *csi.Volume {
@@ -195,7 +199,7 @@ func TestUnstageDetachesWhenTheServerIsDown(t *testing.T) {
 			if _, err := h.d.NodeStageVolume(context.Background(), stageReq(vol, st, rwx)); err != nil {
 				t.Fatal(err)
 			}
-			h.servers.set("srv:445", tc.server)
+			h.store.SetServer("srv:445", tc.server)
 			if _, err := h.d.NodeUnstageVolume(context.Background(), &csi.NodeUnstageVolumeRequest{VolumeId: vol.GetVolumeId(), StagingTargetPath: st}); err != nil {
 				t.Fatal(err)
 			}
@@ -317,15 +321,21 @@ func TestStatsAndHealthFollowTheMonitor(t *testing.T) {
 }
 
 func TestServerVerdictsReachVolumesAndStorageHealth(t *testing.T) {
+	synctest.Test(t, testServerVerdictsReachVolumesAndStorageHealth)
+}
+
+func testServerVerdictsReachVolumesAndStorageHealth(t *testing.T) {
 	h := newHarness(t)
 	vol := h.volume(t)
 	st, _ := staging(t)
 	if _, err := h.d.NodeStageVolume(context.Background(), stageReq(vol, st, rwx)); err != nil {
 		t.Fatal(err)
 	}
-	h.servers.set("srv:445", health.Verdict{State: health.StateUnreachable, Reason: health.ReasonUnreachable, Message: "2 probes failed"})
-	h.servers.set("other:445", health.Verdict{State: health.StateDegraded, Reason: health.ReasonSlow, Message: "round trip 1.5s"})
-	h.servers.set("fine:445", health.Verdict{State: health.StateHealthy, Reason: health.ReasonReachable})
+	h.startMonitor(t)
+	h.store.SetServer("srv:445", health.Verdict{State: health.StateUnreachable, Reason: health.ReasonUnreachable, Message: "2 probes failed"})
+	h.store.SetServer("other:445", health.Verdict{State: health.StateDegraded, Reason: health.ReasonSlow, Message: "round trip 1.5s"})
+	h.store.SetServer("fine:445", health.Verdict{State: health.StateHealthy, Reason: health.ReasonReachable})
+	synctest.Wait() // the Monitor takes the server verdict in
 	hr, err := h.d.NodeGetVolumeHealth(context.Background(), &csi.NodeGetVolumeHealthRequest{VolumeId: vol.GetVolumeId()})
 	if err != nil || hr.GetVolumeHealth().GetHealthStatuses()[0].GetReason() != health.ReasonUnreachable {
 		t.Fatalf("volume on an unreachable server: %v %v", hr, err)
@@ -358,7 +368,7 @@ func TestAdoptsVolumesStagedBeforeARestart(t *testing.T) {
 	if _, err := h.d.NodeGetVolumeStats(context.Background(), &csi.NodeGetVolumeStatsRequest{VolumeId: vol.GetVolumeId(), VolumePath: st}); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := h.monitor.Verdict(vol.GetVolumeId()); !ok {
+	if _, ok := h.store.Volume(vol.GetVolumeId()); !ok {
 		t.Fatal("mounted volume not adopted")
 	}
 	static := "/var/lib/kubelet/pods/p/volumes/static"
@@ -399,7 +409,7 @@ func TestControllerHealthAndListing(t *testing.T) {
 	if abnormal, _, ok := LegacyCondition(gv.GetStatus(), legacyStatsConditionField); !ok || abnormal {
 		t.Fatal("an unchecked volume must carry a normal legacy condition")
 	}
-	h.servers.set("srv:445", health.Verdict{State: health.StateUnreachable, Reason: health.ReasonUnreachable})
+	h.store.SetServer("srv:445", health.Verdict{State: health.StateUnreachable, Reason: health.ReasonUnreachable})
 	gv, _ = h.d.ControllerGetVolume(ctx, &csi.ControllerGetVolumeRequest{VolumeId: ids[0]})
 	if abnormal, msg, _ := LegacyCondition(gv.GetStatus(), legacyStatsConditionField); !abnormal || !strings.HasPrefix(msg, health.ReasonUnreachable) {
 		t.Fatalf("unreachable server: abnormal=%v %q", abnormal, msg)
@@ -460,5 +470,81 @@ func TestProbeAndCapabilities(t *testing.T) {
 	info, _ := h.d.GetPluginInfo(ctx, nil)
 	if info.GetName() != DefaultDriverName {
 		t.Fatalf("name %q", info.GetName())
+	}
+}
+
+// events records what the driver tells Kubernetes.
+type events struct {
+	mu      sync.Mutex
+	reasons []string
+}
+
+func (e *events) VolumeHealthChanged(_ string, v health.VolumeVerdict, _ []kube.Object) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.reasons = append(e.reasons, v.Reason)
+}
+
+func (e *events) list() []string { e.mu.Lock(); defer e.mu.Unlock(); return slices.Clone(e.reasons) }
+
+// TestWedgedMountIsRemountedThroughTheStore: a mount whose statfs hangs
+// while its server answers is asked for a remount by the Monitor; the
+// driver, following the store, remounts it, and the volume's Events say
+// MountStalled, then Remounted.
+func TestWedgedMountIsRemountedThroughTheStore(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t)
+		ev := &events{}
+		h.d.deps.Events = ev
+		vol := h.volume(t)
+		st, _ := staging(t)
+		if _, err := h.d.NodeStageVolume(context.Background(), stageReq(vol, st, rwx)); err != nil {
+			t.Fatal(err)
+		}
+		h.store.SetServer("srv:445", health.Verdict{State: health.StateHealthy, Reason: health.ReasonReachable})
+		hang := make(chan struct{})
+		h.setStatfs(func(string, *unix.Statfs_t) error { <-hang; return nil })
+		h.startMonitor(t)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); h.d.follow(ctx) }()
+		var unhang sync.Once
+		defer func() { unhang.Do(func() { close(hang) }); cancel(); <-done }()
+		var remounts atomic.Int32
+		h.mounter.MountHook = func(_ context.Context, source, _ string) error {
+			if strings.HasPrefix(source, "//") {
+				remounts.Add(1)
+				unhang.Do(func() { close(hang) }) // the new mount answers
+			}
+			return nil
+		}
+		time.Sleep(9 * time.Second)
+		if v, _ := h.store.Volume(vol.GetVolumeId()); v.Reason != health.ReasonMountStalled || remounts.Load() != 0 {
+			t.Fatalf("before the grace: %s, %d remounts", v.Reason, remounts.Load())
+		}
+		time.Sleep(10 * time.Second)
+		v, _ := h.store.Volume(vol.GetVolumeId())
+		if remounts.Load() != 1 || v.Reason != health.ReasonRemounted || !v.RemountWanted.IsZero() {
+			t.Fatalf("after the grace: %d remounts, verdict %s (remount wanted %v)", remounts.Load(), v.Reason, v.RemountWanted)
+		}
+		if got := ev.list(); !slices.Equal(got, []string{health.ReasonVolumeHealthy, health.ReasonMountStalled, health.ReasonRemounted}) {
+			t.Fatalf("events %v", got)
+		}
+	})
+}
+
+// TestControllerReadsHaveNoSideEffects: asking about a volume the controller
+// does not know answers NotFound and starts no probe.
+func TestControllerReadsHaveNoSideEffects(t *testing.T) {
+	h := newHarness(t)
+	v := volume.Volume{Source: volume.Source{Server: "elsewhere", Share: "s"}, SubDir: "d", OnDelete: volume.OnDeleteDelete, UID: volume.UIDFor("x")}
+	if _, err := h.d.ControllerGetVolume(context.Background(), &csi.ControllerGetVolumeRequest{VolumeId: v.ID()}); code(err) != codes.NotFound {
+		t.Fatalf("unknown volume: %v, want NotFound", err)
+	}
+	if _, err := h.d.ControllerGetVolumeHealth(context.Background(), &csi.ControllerGetVolumeHealthRequest{VolumeId: v.ID()}); code(err) != codes.NotFound {
+		t.Fatalf("unknown volume health: %v, want NotFound", err)
+	}
+	if n := len(h.inventory.List()); n != 0 {
+		t.Fatalf("a read tracked %d volumes", n)
 	}
 }

@@ -18,16 +18,12 @@ import (
 	"github.com/csi-smb/csi-smb/pkg/volume"
 )
 
-// VolumeMonitor watches staged volumes (pkg/health.Monitor).
+// VolumeMonitor watches staged volumes (pkg/health.Monitor); its verdicts
+// are in the store.
 type VolumeMonitor interface {
 	Add(spec health.VolumeSpec)
 	Remove(id string)
-	Verdict(id string) (health.VolumeVerdict, bool)
-}
-
-// ServerVerdicts reports the prober's view of every server (pkg/health.Prober).
-type ServerVerdicts interface {
-	Verdicts() map[string]health.Verdict
+	Remounted(id string, err error)
 }
 
 // staged is what the node remembers about a staged volume: enough to
@@ -138,9 +134,6 @@ func (n *nodeState) knowsPath(id, path string) bool {
 // made now, so stats and health have an answer before the first
 // background check.
 func (d *Driver) watch(ctx context.Context, id string, s *staged) {
-	if d.deps.Monitor == nil {
-		return
-	}
 	sctx, cancel := context.WithTimeout(ctx, d.opts.StatsTimeout)
 	res, err := d.deps.Statter.Statfs(sctx, s.staging)
 	cancel()
@@ -150,54 +143,82 @@ func (d *Driver) watch(ctx context.Context, id string, s *staged) {
 	}
 	d.deps.Monitor.Add(health.VolumeSpec{
 		ID: id, Staging: s.staging, Server: serverAddr(s.vol.Source),
-		Creds:   s.creds,
-		Remount: d.remounter(id), Initial: initial,
+		Creds: s.creds, Remountable: true, Initial: initial,
 	})
 }
 
 func serverAddr(src volume.Source) string { return src.Address() }
 
-// remounter returns the monitor's remedy for a wedged mount: detach the
-// publish bind mounts and the staging mount, mount the share again and
-// re-bind. Pods that mount the volume with HostToContainer propagation see
-// the new mount at once; others keep the old one until they restart, and
-// new pods get the new one.
-func (d *Driver) remounter(id string) func(ctx context.Context) error {
-	return func(ctx context.Context) error {
-		unlock, err := d.locks.tryLock("id/" + id)
-		if err != nil {
-			return err // an RPC is working on the volume; try again later
+// remountWedged remounts each volume the Monitor asks for (RemountWanted),
+// one goroutine per volume at most, and tells the Monitor how it went.
+func (d *Driver) remountWedged(ctx context.Context, sub *health.Subscription) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	var mu sync.Mutex
+	busy := map[string]bool{}
+	_ = health.Consume(ctx, sub, func(u health.Update) {
+		if u.Kind != health.KindVolume || u.Gone || u.Volume.RemountWanted.IsZero() {
+			return
 		}
-		defer unlock()
-		s, ok := d.node.get(id)
-		if !ok {
-			return fmt.Errorf("%w: %s", errNotStaged, id)
+		mu.Lock()
+		defer mu.Unlock()
+		if busy[u.Name] {
+			return // the running remount reports; the Monitor asks again if needed
 		}
-		var errs []error
-		for target := range s.targets {
-			errs = append(errs, d.deps.Mounter.Unmount(ctx, target))
-		}
-		if err := d.deps.Mounter.Unmount(ctx, s.staging); err != nil {
-			return errors.Join(append(errs, err)...)
-		}
-		mctx, cancel := context.WithTimeout(ctx, d.opts.MountTimeout)
-		err = d.deps.Mounter.MountCIFS(mctx, s.source, s.staging, s.options, s.creds)
-		cancel()
-		if err != nil {
-			return fmt.Errorf("remount %s: %w", s.source, err)
-		}
-		for target, p := range s.targets {
-			if err := os.MkdirAll(target, 0o750); err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			bctx, cancel := context.WithTimeout(ctx, d.opts.MountTimeout)
-			errs = append(errs, d.deps.Mounter.BindMount(bctx, s.staging, target, p.readOnly))
+		busy[u.Name] = true
+		wg.Go(func() {
+			rctx, cancel := context.WithTimeout(ctx, 2*d.opts.MountTimeout)
+			err := d.remount(rctx, u.Name)
 			cancel()
-		}
-		err = errors.Join(errs...)
-		klog.InfoS("wedged mount remounted", "volumeID", id, "source", s.source, "staging", s.staging,
-			"republished", len(s.targets), "err", err)
-		return err
+			if d.deps.Remounts != nil {
+				d.deps.Remounts.Remounted(err)
+			}
+			d.deps.Monitor.Remounted(u.Name, err)
+			mu.Lock()
+			delete(busy, u.Name)
+			mu.Unlock()
+		})
+	})
+}
+
+// remount is the remedy for a wedged mount: detach the publish bind mounts
+// and the staging mount, mount the share again and re-bind. Pods that mount
+// the volume with HostToContainer propagation see the new mount at once;
+// others keep the old one until they restart, and new pods get the new one.
+func (d *Driver) remount(ctx context.Context, id string) error {
+	unlock, err := d.locks.tryLock("id/" + id)
+	if err != nil {
+		return err // an RPC is working on the volume; try again later
 	}
+	defer unlock()
+	s, ok := d.node.get(id)
+	if !ok {
+		return fmt.Errorf("%w: %s", errNotStaged, id)
+	}
+	var errs []error
+	for target := range s.targets {
+		errs = append(errs, d.deps.Mounter.Unmount(ctx, target))
+	}
+	if err := d.deps.Mounter.Unmount(ctx, s.staging); err != nil {
+		return errors.Join(append(errs, err)...)
+	}
+	mctx, cancel := context.WithTimeout(ctx, d.opts.MountTimeout)
+	err = d.deps.Mounter.MountCIFS(mctx, s.source, s.staging, s.options, s.creds)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("remount %s: %w", s.source, err)
+	}
+	for target, p := range s.targets {
+		if err := os.MkdirAll(target, 0o750); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		bctx, cancel := context.WithTimeout(ctx, d.opts.MountTimeout)
+		errs = append(errs, d.deps.Mounter.BindMount(bctx, s.staging, target, p.readOnly))
+		cancel()
+	}
+	err = errors.Join(errs...)
+	klog.InfoS("wedged mount remounted", "volumeID", id, "source", s.source, "staging", s.staging,
+		"republished", len(s.targets), "err", err)
+	return err
 }

@@ -47,7 +47,7 @@ func (d *Driver) volumeVerdict(id, path string) (health.VolumeVerdict, error) {
 	if path != "" {
 		path = filepath.Clean(path)
 	}
-	if v, ok := d.deps.Monitor.Verdict(id); ok && (path == "" || d.node.knowsPath(id, path)) {
+	if v, ok := d.deps.Verdicts.Volume(id); ok && (path == "" || d.node.knowsPath(id, path)) {
 		return v, nil
 	}
 	if path == "" {
@@ -60,7 +60,7 @@ func (d *Driver) volumeVerdict(id, path string) (health.VolumeVerdict, error) {
 	if !ok || (info.FsType != "cifs" && info.FsType != "smb3") {
 		return health.VolumeVerdict{}, fmt.Errorf("%w: volume %s is not mounted on %s", errNotFound, id, path)
 	}
-	if v, ok := d.deps.Monitor.Verdict(id); ok {
+	if v, ok := d.deps.Verdicts.Volume(id); ok {
 		return v, nil // a path the volume gained behind our back (bind mount by another tool)
 	}
 	server, err := serverOfMount(id, info.Source)
@@ -69,7 +69,7 @@ func (d *Driver) volumeVerdict(id, path string) (health.VolumeVerdict, error) {
 	}
 	klog.InfoS("watching a volume mounted before this plugin started", "volumeID", id, "path", info.MountPoint, "server", server)
 	d.deps.Monitor.Add(health.VolumeSpec{ID: id, Staging: info.MountPoint, Server: server})
-	v, _ := d.deps.Monitor.Verdict(id)
+	v, _ := d.deps.Verdicts.Volume(id)
 	return v, nil
 }
 

@@ -4,8 +4,9 @@
 // on a fixed-rate schedule. A Detector per server turns the probe outcomes
 // into a verdict: Healthy, Degraded or Unreachable. The Monitor runs a
 // bounded statfs per staged volume, combines it with its server's verdict,
-// and remounts a mount that stays wedged while its server is fine. RPCs read
-// verdicts from memory and never probe.
+// and asks for a remount of a mount that stays wedged while its server is
+// fine. Both publish to the Store; RPCs read verdicts from it and never
+// probe, and consumers (metrics, Events, remount) subscribe to it.
 package health
 
 import (

@@ -14,10 +14,9 @@ type Statter interface {
 	Statfs(ctx context.Context, path string) (mount.StatResult, error)
 }
 
-// Servers is what the Monitor needs from the Prober.
-type Servers interface {
+// Probes starts and stops the probing of servers (the Prober).
+type Probes interface {
 	Acquire(addr string, creds auth.Credentials) (release func())
-	Verdict(addr string) (Verdict, bool)
 }
 
 // VolumeSpec describes a staged volume to watch.
@@ -26,9 +25,9 @@ type VolumeSpec struct {
 	Staging string           // the mount to check
 	Server  string           // host:port of its SMB server
 	Creds   auth.Credentials // for the server's probe session (empty: anonymous)
-	// Remount replaces a wedged staging mount (and what is bound from it);
-	// nil when the volume cannot be remounted (adopted after a restart).
-	Remount func(ctx context.Context) error
+	// Remountable: the node can replace a wedged staging mount (false for a
+	// volume adopted after a restart: its mount options are not known).
+	Remountable bool
 	// Initial is a check made at stage time, so the verdict and the usage
 	// are known before the first background check.
 	Initial *mount.StatResult
@@ -44,23 +43,18 @@ type MonitorOptions struct {
 	StatTimeout       time.Duration // a statfs slower than this is a stall, default 1 s
 	RemountGrace      time.Duration // mount broken while its server answers: remount after, default 10 s
 	RemountBackoff    time.Duration // at least this between remounts of one volume, default 1 min
-	RemountTimeout    time.Duration // bound on one remount, default 30 s
 	NoticeTTL         time.Duration // "Remounted" is reported this long, default 2 min
-	// OnChange is called, outside any lock, when a volume's verdict state or
-	// reason changes (events, metrics).
-	OnChange func(id string, v VolumeVerdict)
-	// OnRemount is called after every remount attempt.
-	OnRemount func(id string, err error)
-	// OnRemove is called when a volume stops being watched.
-	OnRemove func(id string)
 }
 
 // Monitor watches staged volumes: a bounded statfs per volume, combined with
-// the verdict on its server.
+// the verdict on its server from the Store, published back to the Store.
+// A mount that stays wedged while its server answers gets a verdict with
+// RemountWanted set; the node remounts it and reports with Remounted.
 type Monitor struct {
 	opts    MonitorOptions
 	statter Statter
-	servers Servers
+	probes  Probes
+	store   *Store
 	mu      sync.Mutex
 	vols    map[string]*watched
 	wake    chan struct{}
@@ -77,15 +71,16 @@ type watched struct {
 	serverUp  time.Time // when the server last came back from Unreachable
 	serverOut bool      // the server was Unreachable at the last look
 	remounted time.Time // last successful remount
-	tried     time.Time // last remount attempt
-	last      VolumeVerdict
+	tried     time.Time // last remount request
+	wanted    time.Time // the pending remount request, zero when none
 	started   bool
 	cancel    context.CancelFunc
 	wake      chan struct{} // check now
 }
 
-// NewMonitor builds a monitor; Run checks.
-func NewMonitor(st Statter, servers Servers, o MonitorOptions) *Monitor {
+// NewMonitor builds a monitor that acquires probes of the volumes' servers
+// and reads and writes verdicts in store; Run checks.
+func NewMonitor(st Statter, probes Probes, store *Store, o MonitorOptions) *Monitor {
 	def := func(d *time.Duration, v time.Duration) {
 		if *d == 0 {
 			*d = v
@@ -96,15 +91,14 @@ func NewMonitor(st Statter, servers Servers, o MonitorOptions) *Monitor {
 	def(&o.StatTimeout, time.Second)
 	def(&o.RemountGrace, 10*time.Second)
 	def(&o.RemountBackoff, time.Minute)
-	def(&o.RemountTimeout, 30*time.Second)
 	def(&o.NoticeTTL, 2*time.Minute)
-	return &Monitor{opts: o, statter: st, servers: servers, vols: map[string]*watched{}, wake: make(chan struct{}, 1)}
+	return &Monitor{opts: o, statter: st, probes: probes, store: store, vols: map[string]*watched{}, wake: make(chan struct{}, 1)}
 }
 
 // Add starts watching a volume (replacing an earlier spec of the same ID)
 // and acquires a probe of its server.
 func (m *Monitor) Add(spec VolumeSpec) {
-	w := &watched{spec: spec, release: m.servers.Acquire(spec.Server, spec.Creds), wake: make(chan struct{}, 1)}
+	w := &watched{spec: spec, release: m.probes.Acquire(spec.Server, spec.Creds), wake: make(chan struct{}, 1)}
 	now := time.Now()
 	if spec.Initial != nil {
 		w.record(ClassifyStat(*spec.Initial, nil, m.opts.StatTimeout, now), *spec.Initial)
@@ -114,6 +108,9 @@ func (m *Monitor) Add(spec VolumeSpec) {
 	m.mu.Lock()
 	old := m.vols[spec.ID]
 	m.vols[spec.ID] = w
+	sv, _ := m.store.Server(spec.Server)
+	w.serverOut = sv.State == StateUnreachable
+	m.publishLocked(spec.ID, w, now)
 	m.mu.Unlock()
 	if old != nil {
 		old.stop()
@@ -126,12 +123,10 @@ func (m *Monitor) Remove(id string) {
 	m.mu.Lock()
 	w := m.vols[id]
 	delete(m.vols, id)
+	m.store.DeleteVolume(id)
 	m.mu.Unlock()
 	if w != nil {
 		w.stop()
-		if m.opts.OnRemove != nil {
-			m.opts.OnRemove(id)
-		}
 	}
 }
 
@@ -142,19 +137,16 @@ func (w *watched) stop() {
 	w.release()
 }
 
-// ServerChanged re-evaluates the volumes on addr at once (wire the Prober's
-// OnChange here), so a server verdict reaches volume events without
-// waiting for the next mount check. When the server comes back from
-// Unreachable, its mounts are checked at once and reported as
-// MountReconnecting until a check passes: the kernel reconnects a mount
-// some time after its server returns.
-func (m *Monitor) ServerChanged(addr string) {
-	sv, _ := m.servers.Verdict(addr)
+// serverChanged re-evaluates the volumes on addr at once, so a server
+// verdict reaches volume events without waiting for the next mount check.
+// When the server comes back from Unreachable, its mounts are checked at
+// once and reported as MountReconnecting until a check passes: the kernel
+// reconnects a mount some time after its server returns.
+func (m *Monitor) serverChanged(addr string, sv Verdict) {
 	down := sv.State == StateUnreachable
 	now := time.Now()
 	m.mu.Lock()
-	var hit []*watched
-	var ids []string
+	defer m.mu.Unlock()
 	for id, w := range m.vols {
 		if w.spec.Server != addr {
 			continue
@@ -164,25 +156,24 @@ func (m *Monitor) ServerChanged(addr string) {
 			poke(w.wake)
 		}
 		w.serverOut = down
-		hit, ids = append(hit, w), append(ids, id)
-	}
-	m.mu.Unlock()
-	for i, w := range hit {
-		m.publish(ids[i], w)
+		m.publishLocked(id, w, now)
 	}
 }
 
-// Known reports whether the volume is watched.
-func (m *Monitor) Known(id string) bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	_, ok := m.vols[id]
-	return ok
-}
-
-// Run checks every watched volume until ctx ends and returns after all its
-// goroutines have exited.
+// Run checks every watched volume, and follows the server verdicts in the
+// Store, until ctx ends; it returns after all its goroutines have exited.
 func (m *Monitor) Run(ctx context.Context) error {
+	sub := m.store.Subscribe()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = Consume(ctx, sub, func(u Update) {
+			if u.Kind == KindServer && !u.Gone {
+				m.serverChanged(u.Name, u.Server)
+			}
+		})
+	}()
+	defer func() { <-done }()
 	return supervise(ctx, m.wake, func(spawn func(func())) {
 		m.mu.Lock()
 		defer m.mu.Unlock()
@@ -231,12 +222,12 @@ func (m *Monitor) checkOnce(ctx context.Context, id string, w *watched) {
 	}
 	now := time.Now()
 	m.mu.Lock()
+	defer m.mu.Unlock()
 	w.record(ClassifyStat(res, err, m.opts.StatTimeout, now), res)
-	m.mu.Unlock()
-	m.publish(id, w)
-	if m.remountDue(w, now) {
-		m.remount(ctx, id, w)
+	if m.remountDueLocked(w, now) {
+		w.tried, w.wanted = now, now
 	}
+	m.publishLocked(id, w, now)
 }
 
 func (w *watched) record(c MountCheck, res mount.StatResult) {
@@ -277,47 +268,42 @@ func (w *watched) failingSince() time.Time {
 // while the server was down do not count: after a server returns, the
 // kernel needs its own few seconds to reconnect, and remounting every
 // volume then would only race it.
-func (m *Monitor) remountDue(w *watched, now time.Time) bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if w.spec.Remount == nil || w.check.OK || now.Sub(w.failingSince()) < m.opts.RemountGrace {
+func (m *Monitor) remountDueLocked(w *watched, now time.Time) bool {
+	// serverOut is the Monitor's own view, updated when it takes in a server
+	// change: a server that has just returned in the Store but whose return
+	// was not taken in yet must not count as answering for all of its outage.
+	if !w.spec.Remountable || !w.wanted.IsZero() || w.serverOut || w.check.OK || now.Sub(w.failingSince()) < m.opts.RemountGrace {
 		return false
 	}
 	if !w.tried.IsZero() && now.Sub(w.tried) < m.opts.RemountBackoff {
 		return false
 	}
-	sv, ok := m.servers.Verdict(w.spec.Server)
+	sv, ok := m.store.Server(w.spec.Server)
 	return ok && (sv.State == StateHealthy || (sv.State == StateDegraded && sv.Reason == ReasonSlow))
 }
 
-func (m *Monitor) remount(ctx context.Context, id string, w *watched) {
-	rctx, cancel := context.WithTimeout(ctx, m.opts.RemountTimeout)
-	err := w.spec.Remount(rctx)
-	cancel()
+// Remounted tells the Monitor how a remount it asked for ended: on success
+// the volume is reported Remounted for NoticeTTL; on failure the request is
+// made again after RemountBackoff if the mount stays wedged.
+func (m *Monitor) Remounted(id string, err error) {
 	now := time.Now()
 	m.mu.Lock()
-	w.tried = now
+	defer m.mu.Unlock()
+	w, ok := m.vols[id]
+	if !ok {
+		return
+	}
+	w.wanted = time.Time{}
 	if err == nil {
 		w.remounted, w.failSince = now, time.Time{}
 		w.check = MountCheck{OK: true, Reason: ReasonMountOK, Message: "remounted", At: now}
 	}
-	m.mu.Unlock()
-	if m.opts.OnRemount != nil {
-		m.opts.OnRemount(id, err)
-	}
-	m.publish(id, w)
+	m.publishLocked(id, w, now)
 }
 
-// publish recomputes the verdict and reports a change.
-func (m *Monitor) publish(id string, w *watched) {
-	m.mu.Lock()
-	v := m.verdictLocked(w, time.Now())
-	changed := v.State != w.last.State || v.Reason != w.last.Reason
-	if changed {
-		w.last = v
-	}
-	m.mu.Unlock()
-	if changed && m.opts.OnChange != nil {
-		m.opts.OnChange(id, v)
+// publishLocked writes w's verdict to the store, if w is still watched.
+func (m *Monitor) publishLocked(id string, w *watched, now time.Time) {
+	if m.vols[id] == w {
+		m.store.SetVolume(id, m.verdictLocked(w, now))
 	}
 }

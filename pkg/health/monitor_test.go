@@ -82,14 +82,13 @@ func TestCombine(t *testing.T) {
 	}
 }
 
-// fakeServers is a prober stand-in with settable verdicts.
-type fakeServers struct {
-	mu       sync.Mutex
-	verdicts map[string]Verdict
-	refs     map[string]int
+// fakeProbes is a prober stand-in that counts the probes held.
+type fakeProbes struct {
+	mu   sync.Mutex
+	refs map[string]int
 }
 
-func (f *fakeServers) Acquire(addr string, _ auth.Credentials) func() {
+func (f *fakeProbes) Acquire(addr string, _ auth.Credentials) func() {
 	f.mu.Lock()
 	f.refs[addr]++
 	f.mu.Unlock()
@@ -97,33 +96,21 @@ func (f *fakeServers) Acquire(addr string, _ auth.Credentials) func() {
 	return func() { once.Do(func() { f.mu.Lock(); f.refs[addr]--; f.mu.Unlock() }) }
 }
 
-func (f *fakeServers) Verdict(addr string) (Verdict, bool) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	v, ok := f.verdicts[addr]
-	return v, ok
-}
-
-func (f *fakeServers) set(addr string, s State, reason string) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.verdicts[addr] = Verdict{State: s, Reason: reason}
-}
-
-// monitorBubble runs a Monitor with one volume whose statfs hangs while
-// hang is set.
+// monitorHarness runs a Monitor with one volume whose statfs hangs while
+// hang is set, and a remounter that acts on RemountWanted as the node does.
 type monitorHarness struct {
 	m        *Monitor
-	servers  *fakeServers
+	store    *Store
+	probes   *fakeProbes
 	mu       sync.Mutex
 	hang     bool
 	remounts int
-	changes  []string
 }
 
 func runMonitor(t *testing.T, fn func(h *monitorHarness)) {
 	synctest.Test(t, func(t *testing.T) {
-		h := &monitorHarness{servers: &fakeServers{verdicts: map[string]Verdict{"srv:445": {State: StateHealthy, Reason: ReasonReachable}}, refs: map[string]int{}}}
+		h := &monitorHarness{store: NewStore(), probes: &fakeProbes{refs: map[string]int{}}}
+		h.store.SetServer("srv:445", Verdict{State: StateHealthy, Reason: ReasonReachable})
 		st := mount.NewStatter(func(string, *unix.Statfs_t) error {
 			for {
 				h.mu.Lock()
@@ -135,27 +122,39 @@ func runMonitor(t *testing.T, fn func(h *monitorHarness)) {
 				time.Sleep(100 * time.Millisecond)
 			}
 		})
-		h.m = NewMonitor(st, h.servers, MonitorOptions{
-			OnChange:  func(id string, v VolumeVerdict) { h.mu.Lock(); h.changes = append(h.changes, v.Reason); h.mu.Unlock() },
-			OnRemount: func(string, error) { h.mu.Lock(); h.remounts++; h.hang = false; h.mu.Unlock() },
-		})
-		h.m.Add(VolumeSpec{ID: "vol", Staging: "/staging", Server: "srv:445", Initial: &mount.StatResult{},
-			Remount: func(context.Context) error { return nil }})
+		h.m = NewMonitor(st, h.probes, h.store, MonitorOptions{})
+		h.m.Add(VolumeSpec{ID: "vol", Staging: "/staging", Server: "srv:445", Initial: &mount.StatResult{}, Remountable: true})
 		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error)
+		done := make(chan error, 2)
 		go func() { done <- h.m.Run(ctx) }()
+		sub := h.store.Subscribe()
+		go func() {
+			done <- Consume(ctx, sub, func(u Update) {
+				if u.Kind == KindVolume && !u.Volume.RemountWanted.IsZero() {
+					h.mu.Lock()
+					h.remounts++
+					h.hang = false
+					h.mu.Unlock()
+					h.m.Remounted(u.Name, nil)
+				}
+			})
+		}()
 		defer func() {
 			h.setHang(false)
 			h.m.Remove("vol")
 			cancel()
 			<-done
+			<-done
 			time.Sleep(time.Second) // let a statfs that was hanging return
 			synctest.Wait()
-			h.servers.mu.Lock()
-			n := h.servers.refs["srv:445"]
-			h.servers.mu.Unlock()
+			h.probes.mu.Lock()
+			n := h.probes.refs["srv:445"]
+			h.probes.mu.Unlock()
 			if n != 0 {
 				t.Errorf("%d server probes still held after Remove", n)
+			}
+			if _, ok := h.store.Volume("vol"); ok {
+				t.Error("volume still in the store after Remove")
 			}
 		}()
 		fn(h)
@@ -168,11 +167,18 @@ func (h *monitorHarness) remountCount() int { h.mu.Lock(); defer h.mu.Unlock(); 
 
 func (h *monitorHarness) verdict(t *testing.T) VolumeVerdict {
 	t.Helper()
-	v, ok := h.m.Verdict("vol")
+	v, ok := h.store.Volume("vol")
 	if !ok {
 		t.Fatal("volume not watched")
 	}
 	return v
+}
+
+// setServer publishes a server verdict, as the prober does, and lets the
+// monitor take it in.
+func (h *monitorHarness) setServer(s State, reason string) {
+	h.store.SetServer("srv:445", Verdict{State: s, Reason: reason})
+	synctest.Wait()
 }
 
 func TestMonitorRemountsWedgedMount(t *testing.T) {
@@ -202,7 +208,7 @@ func TestMonitorRemountsWedgedMount(t *testing.T) {
 
 func TestMonitorDoesNotRemountWhenServerIsDown(t *testing.T) {
 	runMonitor(t, func(h *monitorHarness) {
-		h.servers.set("srv:445", StateUnreachable, ReasonUnreachable)
+		h.setServer(StateUnreachable, ReasonUnreachable)
 		h.setHang(true)
 		time.Sleep(time.Minute)
 		if n := h.remountCount(); n != 0 {
@@ -211,7 +217,7 @@ func TestMonitorDoesNotRemountWhenServerIsDown(t *testing.T) {
 		if v := h.verdict(t); v.Reason != ReasonUnreachable {
 			t.Fatalf("verdict %s", v.Reason)
 		}
-		h.servers.set("srv:445", StateHealthy, ReasonReachable)
+		h.setServer(StateHealthy, ReasonReachable)
 		h.setHang(false)
 		time.Sleep(3 * time.Second)
 		if v := h.verdict(t); v.State != StateHealthy {
@@ -224,7 +230,7 @@ func TestMonitorUsageSurvivesStall(t *testing.T) {
 	runMonitor(t, func(h *monitorHarness) {
 		time.Sleep(3 * time.Second)
 		before := h.verdict(t).UsageAt
-		h.servers.set("srv:445", StateUnreachable, ReasonUnreachable)
+		h.setServer(StateUnreachable, ReasonUnreachable)
 		h.setHang(true)
 		time.Sleep(10 * time.Second)
 		v := h.verdict(t)
@@ -232,15 +238,8 @@ func TestMonitorUsageSurvivesStall(t *testing.T) {
 			t.Fatalf("usage time %v: must keep the last good one (%v)", v.UsageAt, before)
 		}
 		h.setHang(false)
-		h.servers.set("srv:445", StateHealthy, ReasonReachable)
+		h.setServer(StateHealthy, ReasonReachable)
 	})
-}
-
-// setServer changes the server verdict and tells the monitor, as the
-// prober's OnChange does in the driver.
-func (h *monitorHarness) setServer(s State, reason string) {
-	h.servers.set("srv:445", s, reason)
-	h.m.ServerChanged("srv:445")
 }
 
 // TestMonitorAfterServerOutage: failures seen while the server was down do

@@ -49,10 +49,9 @@ func Adapt[S Session](dial func(ctx context.Context, addr string, creds auth.Cre
 	})
 }
 
-// Recorder receives every probe outcome and verdict change (metrics).
+// Recorder receives every probe outcome (metrics). Verdicts go to the Store.
 type Recorder interface {
 	ProbeObserved(addr string, o Observation)
-	ServerVerdict(addr string, v Verdict)
 }
 
 // ProberOptions configure a Prober. Zero values get defaults.
@@ -67,10 +66,6 @@ type ProberOptions struct {
 	// concurrently.
 	Phase    func(interval time.Duration) time.Duration
 	Recorder Recorder
-	// OnChange is called, outside any lock, when a server's state or reason changes.
-	OnChange func(addr string, v Verdict)
-	// OnGone is called when the last user of a server released it.
-	OnGone func(addr string)
 }
 
 // PhaseSlot is the granularity of the default phases. Servers in one slot
@@ -83,10 +78,12 @@ func slottedPhase(interval time.Duration) time.Duration {
 	return rand.N(slots) * (interval / slots)
 }
 
-// Prober keeps one probe session per server, shared by every volume on it.
+// Prober keeps one probe session per server, shared by every volume on it,
+// and publishes each server's verdict to the Store.
 type Prober struct {
 	opts    ProberOptions
 	dialer  Dialer
+	store   *Store
 	epoch   time.Time // every server's schedule is epoch + phase + n × Interval
 	mu      sync.Mutex
 	targets map[string]*target
@@ -102,8 +99,8 @@ type target struct {
 	cancel  context.CancelFunc
 }
 
-// NewProber builds a prober; Run probes.
-func NewProber(d Dialer, o ProberOptions) *Prober {
+// NewProber builds a prober that publishes to store; Run probes.
+func NewProber(d Dialer, store *Store, o ProberOptions) *Prober {
 	if o.Interval == 0 {
 		o.Interval = time.Second
 	}
@@ -119,7 +116,7 @@ func NewProber(d Dialer, o ProberOptions) *Prober {
 	if o.Phase == nil {
 		o.Phase = slottedPhase
 	}
-	return &Prober{opts: o, dialer: d, epoch: time.Now(), targets: map[string]*target{}, wake: make(chan struct{}, 1)}
+	return &Prober{opts: o, dialer: d, store: store, epoch: time.Now(), targets: map[string]*target{}, wake: make(chan struct{}, 1)}
 }
 
 // Acquire starts probing addr (host:port) for one user, with its
@@ -130,6 +127,7 @@ func (p *Prober) Acquire(addr string, creds auth.Credentials) (release func()) {
 	if !ok {
 		t = &target{addr: addr, holders: map[uint64]auth.Credentials{}, det: NewDetector(p.opts.Detector)}
 		p.targets[addr] = t
+		p.store.SetServer(addr, t.det.Verdict())
 	}
 	t.latest++
 	id := t.latest
@@ -151,33 +149,8 @@ func (p *Prober) release(t *target, id uint64) {
 	if t.cancel != nil {
 		t.cancel()
 	}
+	p.store.DeleteServer(t.addr)
 	p.mu.Unlock()
-	if p.opts.OnGone != nil {
-		p.opts.OnGone(t.addr)
-	}
-}
-
-// Verdict returns the current verdict on addr; ok is false when nobody
-// probes it.
-func (p *Prober) Verdict(addr string) (Verdict, bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	t, ok := p.targets[addr]
-	if !ok {
-		return Verdict{}, false
-	}
-	return t.det.Verdict(), true
-}
-
-// Verdicts returns the verdict of every probed server.
-func (p *Prober) Verdicts() map[string]Verdict {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	out := make(map[string]Verdict, len(p.targets))
-	for a, t := range p.targets {
-		out[a] = t.det.Verdict()
-	}
-	return out
 }
 
 // Run probes every acquired server until ctx ends; it returns once all its
@@ -196,19 +169,17 @@ func (p *Prober) Run(ctx context.Context) error {
 	})
 }
 
-// observe folds o into t's detector and reports what changed.
+// observe folds o into t's detector and publishes the verdict, unless t
+// was released meanwhile (its entry is gone from the store).
 func (p *Prober) observe(t *target, o Observation) {
 	p.mu.Lock()
-	before := t.det.Verdict()
 	t.det = t.det.Observe(o)
-	after := t.det.Verdict()
+	if p.targets[t.addr] == t {
+		p.store.SetServer(t.addr, t.det.Verdict())
+	}
 	p.mu.Unlock()
 	if r := p.opts.Recorder; r != nil {
 		r.ProbeObserved(t.addr, o)
-		r.ServerVerdict(t.addr, after)
-	}
-	if (before.State != after.State || before.Reason != after.Reason) && p.opts.OnChange != nil {
-		p.opts.OnChange(t.addr, after)
 	}
 }
 

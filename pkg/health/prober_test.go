@@ -128,7 +128,7 @@ func (s *fakeSession) Idle(ctx context.Context, deadline time.Time) error {
 // bubble runs a prober over srv in a synctest bubble and stops it at the end.
 func bubble(t *testing.T, srv *fakeServer, fn func(p *Prober)) {
 	synctest.Test(t, func(t *testing.T) {
-		p := NewProber(srv, ProberOptions{Phase: func(time.Duration) time.Duration { return 0 }})
+		p := NewProber(srv, NewStore(), ProberOptions{Phase: func(time.Duration) time.Duration { return 0 }})
 		release := p.Acquire("srv:445", auth.Credentials{})
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error)
@@ -149,12 +149,12 @@ func waitState(t *testing.T, p *Prober, want State, limit time.Duration) time.Du
 	t.Helper()
 	start := time.Now()
 	for time.Since(start) <= limit {
-		if v, _ := p.Verdict("srv:445"); v.State == want {
+		if v, _ := p.store.Server("srv:445"); v.State == want {
 			return time.Since(start)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	v, _ := p.Verdict("srv:445")
+	v, _ := p.store.Server("srv:445")
 	t.Fatalf("state %v (%s: %s) after %v, want %v", v.State, v.Reason, v.Message, limit, want)
 	return 0
 }
@@ -219,11 +219,11 @@ func TestProberSlowLinkIsNotDead(t *testing.T) {
 	bubble(t, srv, func(p *Prober) {
 		for range 600 {
 			time.Sleep(time.Second)
-			if v, _ := p.Verdict("srv:445"); v.State == StateUnreachable || v.Reason == ReasonProbeMissed {
+			if v, _ := p.store.Server("srv:445"); v.State == StateUnreachable || v.Reason == ReasonProbeMissed {
 				t.Fatalf("slow link judged %v/%s: %s", v.State, v.Reason, v.Message)
 			}
 		}
-		if v, _ := p.Verdict("srv:445"); v.Reason != ReasonSlow {
+		if v, _ := p.store.Server("srv:445"); v.Reason != ReasonSlow {
 			t.Fatalf("reason %q, want %q", v.Reason, ReasonSlow)
 		}
 		srv.mu.Lock()
@@ -261,7 +261,7 @@ func TestStarvedProberDoesNotBlame(t *testing.T) {
 		srv.mode, srv.lateTimeout = "starved", 2*time.Second
 		srv.mu.Unlock()
 		time.Sleep(10 * time.Second)
-		if v, _ := p.Verdict("srv:445"); v.State != StateHealthy {
+		if v, _ := p.store.Server("srv:445"); v.State != StateHealthy {
 			t.Fatalf("starved prober judged the server %v: %s", v.State, v.Message)
 		}
 		srv.mu.Lock()
@@ -276,7 +276,7 @@ func TestProberRefcountAndPhases(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		srv := &fakeServer{mode: "up", latency: time.Millisecond}
 		var phases atomic.Int64
-		p := NewProber(srv, ProberOptions{Phase: func(i time.Duration) time.Duration {
+		p := NewProber(srv, NewStore(), ProberOptions{Phase: func(i time.Duration) time.Duration {
 			return time.Duration(phases.Add(1)) * i / 10
 		}})
 		ctx, cancel := context.WithCancel(context.Background())
@@ -291,12 +291,12 @@ func TestProberRefcountAndPhases(t *testing.T) {
 		}
 		r1()
 		r1() // releasing twice is harmless
-		if _, ok := p.Verdict("a:445"); !ok {
+		if _, ok := p.store.Server("a:445"); !ok {
 			t.Fatal("a still has a user but is no longer probed")
 		}
 		r2()
 		synctest.Wait()
-		if _, ok := p.Verdict("a:445"); ok {
+		if _, ok := p.store.Server("a:445"); ok {
 			t.Fatal("a is probed with no users")
 		}
 		rb()
@@ -328,7 +328,7 @@ func TestFailedDialNeverYieldsASession(t *testing.T) {
 			<-ctx.Done()
 			return nil, ctx.Err()
 		})
-		p := NewProber(blocking, ProberOptions{Phase: func(time.Duration) time.Duration { return 0 }})
+		p := NewProber(blocking, NewStore(), ProberOptions{Phase: func(time.Duration) time.Duration { return 0 }})
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error)
 		go func() { done <- p.Run(ctx) }()
@@ -356,7 +356,7 @@ func TestProberSharedSchedule(t *testing.T) {
 			return b.Dial(ctx, addr, c)
 		})
 		const phase = 300 * time.Millisecond
-		p := NewProber(d, ProberOptions{Phase: func(time.Duration) time.Duration { return phase }})
+		p := NewProber(d, NewStore(), ProberOptions{Phase: func(time.Duration) time.Duration { return phase }})
 		epoch := time.Now()
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error)

@@ -25,22 +25,14 @@ type VolumeVerdict struct {
 	Usage   mount.Usage
 	UsageAt time.Time
 	Check   MountCheck
-}
-
-// Verdict returns the current verdict on a watched volume in O(1); it does
-// no I/O.
-func (m *Monitor) Verdict(id string) (VolumeVerdict, bool) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	w, ok := m.vols[id]
-	if !ok {
-		return VolumeVerdict{}, false
-	}
-	return m.verdictLocked(w, time.Now()), true
+	// RemountWanted is set when the mount has failed for RemountGrace while
+	// its server answered: the node should remount the volume and tell the
+	// Monitor (Remounted). Each request has its own time.
+	RemountWanted time.Time
 }
 
 func (m *Monitor) verdictLocked(w *watched, now time.Time) VolumeVerdict {
-	sv, probed := m.servers.Verdict(w.spec.Server)
+	sv, probed := m.store.Server(w.spec.Server)
 	if !probed {
 		sv = Verdict{State: StateUnknown, Reason: ReasonNotProbed}
 	}
@@ -53,8 +45,8 @@ func (m *Monitor) verdictLocked(w *watched, now time.Time) VolumeVerdict {
 		check = MountCheck{Reason: ReasonReconnecting, At: check.At, Message: msg}
 	}
 	v := Combine(check, sv, now.Sub(w.remounted) < m.opts.NoticeTTL && !w.remounted.IsZero())
-	v.Server, v.Usage, v.UsageAt, v.Check = w.spec.Server, w.usage, w.usageAt, check
-	if !check.OK && w.spec.Remount != nil && v.Reason != ReasonUnreachable && !w.unverified() {
+	v.Server, v.Usage, v.UsageAt, v.Check, v.RemountWanted = w.spec.Server, w.usage, w.usageAt, check, w.wanted
+	if !check.OK && w.spec.Remountable && w.wanted.IsZero() && v.Reason != ReasonUnreachable && !w.unverified() {
 		if left := m.opts.RemountGrace - now.Sub(w.failingSince()); left > 0 {
 			v.Message += fmt.Sprintf("; remount in %v unless it recovers", left.Round(time.Second))
 		}

@@ -1,4 +1,8 @@
-package health
+// Package inventory is the controller's view of the volumes it manages:
+// their capacity, the credentials to check them with, the health of their
+// servers (probed from the controller) and whether their directories still
+// exist. It answers ListVolumes and the controller health RPCs from memory.
+package inventory
 
 import (
 	"context"
@@ -7,7 +11,10 @@ import (
 	"sync"
 	"time"
 
+	"k8s.io/klog/v2"
+
 	"github.com/csi-smb/csi-smb/pkg/auth"
+	"github.com/csi-smb/csi-smb/pkg/health"
 	"github.com/csi-smb/csi-smb/pkg/volume"
 )
 
@@ -21,23 +28,32 @@ const (
 // the given credentials (the controller's pool).
 type DirChecker func(ctx context.Context, v volume.Volume, creds auth.Credentials) (bool, error)
 
-// CatalogOptions configure a Catalog. Zero values get defaults.
-type CatalogOptions struct {
+// Probes starts and stops the probing of servers (health.Prober).
+type Probes interface {
+	Acquire(addr string, creds auth.Credentials) (release func())
+}
+
+// ServerVerdicts reads the verdicts on servers (health.Store).
+type ServerVerdicts interface {
+	Server(addr string) (health.Verdict, bool)
+}
+
+// Options configure an Inventory. Zero values get defaults.
+type Options struct {
 	CheckInterval time.Duration // directory checks, default 1 min
 	CheckTimeout  time.Duration // per check, default 10 s
 	Parallel      int           // checks at once, default 4
-	OnChange      func(id string, v VolumeVerdict)
 }
 
-// Catalog is the controller's view of its volumes: the servers they live on
-// (probed from the controller) and whether their directories still exist.
-// It answers ListVolumes and the controller health RPCs without I/O.
-type Catalog struct {
-	opts    CatalogOptions
+// Inventory is the controller's set of volumes.
+type Inventory struct {
+	opts    Options
 	check   DirChecker
-	servers Servers
+	probes  Probes
+	servers ServerVerdicts
 	mu      sync.Mutex
 	vols    map[string]*cataloged
+	fresh   []string // tracked since the last round of checks: checked at once
 	wake    chan struct{}
 }
 
@@ -49,11 +65,11 @@ type cataloged struct {
 	checked  time.Time
 	present  bool
 	err      error
-	last     VolumeVerdict
+	last     health.VolumeVerdict
 }
 
-// NewCatalog builds a catalog; Run checks.
-func NewCatalog(check DirChecker, servers Servers, o CatalogOptions) *Catalog {
+// New builds an inventory; Run checks.
+func New(check DirChecker, probes Probes, servers ServerVerdicts, o Options) *Inventory {
 	if o.CheckInterval == 0 {
 		o.CheckInterval = time.Minute
 	}
@@ -63,17 +79,18 @@ func NewCatalog(check DirChecker, servers Servers, o CatalogOptions) *Catalog {
 	if o.Parallel == 0 {
 		o.Parallel = 4
 	}
-	return &Catalog{opts: o, check: check, servers: servers, vols: map[string]*cataloged{}, wake: make(chan struct{}, 1)}
+	return &Inventory{opts: o, check: check, probes: probes, servers: servers, vols: map[string]*cataloged{}, wake: make(chan struct{}, 1)}
 }
 
 // Track adds (or refreshes) a volume. Credentials, when given, replace the
 // ones known for it; capacity 0 keeps the known one.
-func (c *Catalog) Track(id string, v volume.Volume, capacity int64, creds auth.Credentials) {
+func (c *Inventory) Track(id string, v volume.Volume, capacity int64, creds auth.Credentials) {
 	c.mu.Lock()
 	e, ok := c.vols[id]
 	if !ok {
-		e = &cataloged{vol: v, release: c.servers.Acquire(v.Source.Address(), creds)}
+		e = &cataloged{vol: v, release: c.probes.Acquire(v.Source.Address(), creds)}
 		c.vols[id] = e
+		c.fresh = append(c.fresh, id)
 	}
 	if capacity > 0 {
 		e.capacity = capacity
@@ -83,12 +100,15 @@ func (c *Catalog) Track(id string, v volume.Volume, capacity int64, creds auth.C
 	}
 	c.mu.Unlock()
 	if !ok {
-		poke(c.wake)
+		select {
+		case c.wake <- struct{}{}:
+		default:
+		}
 	}
 }
 
 // Forget drops a deleted volume.
-func (c *Catalog) Forget(id string) {
+func (c *Inventory) Forget(id string) {
 	c.mu.Lock()
 	e := c.vols[id]
 	delete(c.vols, id)
@@ -103,11 +123,11 @@ type Entry struct {
 	ID       string
 	Volume   volume.Volume
 	Capacity int64
-	Verdict  VolumeVerdict
+	Verdict  health.VolumeVerdict
 }
 
 // Get returns one volume.
-func (c *Catalog) Get(id string) (Entry, bool) {
+func (c *Inventory) Get(id string) (Entry, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e, ok := c.vols[id]
@@ -118,7 +138,7 @@ func (c *Catalog) Get(id string) (Entry, bool) {
 }
 
 // List returns every volume, sorted by ID.
-func (c *Catalog) List() []Entry {
+func (c *Inventory) List() []Entry {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	out := make([]Entry, 0, len(c.vols))
@@ -129,50 +149,57 @@ func (c *Catalog) List() []Entry {
 	return out
 }
 
-func (c *Catalog) verdictLocked(e *cataloged) VolumeVerdict {
-	sv, _ := c.servers.Verdict(e.vol.Source.Address())
+func (c *Inventory) verdictLocked(e *cataloged) health.VolumeVerdict {
+	sv, _ := c.servers.Server(e.vol.Source.Address())
 	return CombineDir(e.checked, e.present, e.err, sv)
 }
 
 // CombineDir is the controller's pure rule: server unreachable, or the
 // directory gone, make the volume inaccessible; a slow server degrades it;
 // a volume never checked (no usable credentials) is unknown.
-func CombineDir(checked time.Time, present bool, err error, sv Verdict) VolumeVerdict {
+func CombineDir(checked time.Time, present bool, err error, sv health.Verdict) health.VolumeVerdict {
 	switch {
-	case sv.State == StateUnreachable:
-		return VolumeVerdict{State: StateUnreachable, Reason: ReasonUnreachable, Message: "SMB server unreachable from the controller: " + sv.Message}
+	case sv.State == health.StateUnreachable:
+		return health.VolumeVerdict{State: health.StateUnreachable, Reason: health.ReasonUnreachable, Message: "SMB server unreachable from the controller: " + sv.Message}
 	case !checked.IsZero() && !present:
-		return VolumeVerdict{State: StateUnreachable, Reason: ReasonDirMissing, Message: "the volume's directory does not exist on the share"}
+		return health.VolumeVerdict{State: health.StateUnreachable, Reason: ReasonDirMissing, Message: "the volume's directory does not exist on the share"}
 	case checked.IsZero() && err != nil:
-		return VolumeVerdict{State: StateUnknown, Reason: ReasonCannotCheck, Message: "cannot check the directory: " + err.Error()}
-	case sv.State == StateDegraded:
-		return VolumeVerdict{State: StateDegraded, Reason: sv.Reason, Message: "SMB server: " + sv.Message}
+		return health.VolumeVerdict{State: health.StateUnknown, Reason: ReasonCannotCheck, Message: "cannot check the directory: " + err.Error()}
+	case sv.State == health.StateDegraded:
+		return health.VolumeVerdict{State: health.StateDegraded, Reason: sv.Reason, Message: "SMB server: " + sv.Message}
 	case checked.IsZero():
-		return VolumeVerdict{State: StateUnknown, Reason: ReasonNotProbed, Message: "not checked yet"}
+		return health.VolumeVerdict{State: health.StateUnknown, Reason: health.ReasonNotProbed, Message: "not checked yet"}
 	}
-	return VolumeVerdict{State: StateHealthy, Reason: ReasonVolumeHealthy, Message: "directory present, server answering"}
+	return health.VolumeVerdict{State: health.StateHealthy, Reason: health.ReasonVolumeHealthy, Message: "directory present, server answering"}
 }
 
-// Run checks every volume's directory each CheckInterval (and new ones at
-// once) until ctx ends.
-func (c *Catalog) Run(ctx context.Context) error {
+// Run checks every volume's directory each CheckInterval, and a volume
+// tracked since the last round at once (alone), until ctx ends.
+func (c *Inventory) Run(ctx context.Context) error {
 	t := time.NewTicker(c.opts.CheckInterval)
 	defer t.Stop()
+	all := true
 	for {
-		c.checkAll(ctx)
+		c.mu.Lock()
+		ids := c.fresh
+		if all {
+			ids = slices.Collect(maps.Keys(c.vols))
+		}
+		c.fresh = nil
+		c.mu.Unlock()
+		c.checkAll(ctx, ids)
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
+			all = true
 		case <-c.wake:
+			all = false
 		}
 	}
 }
 
-func (c *Catalog) checkAll(ctx context.Context) {
-	c.mu.Lock()
-	ids := slices.Collect(maps.Keys(c.vols))
-	c.mu.Unlock()
+func (c *Inventory) checkAll(ctx context.Context, ids []string) {
 	sem := make(chan struct{}, c.opts.Parallel)
 	var wg sync.WaitGroup
 	for _, id := range ids {
@@ -190,7 +217,7 @@ func (c *Catalog) checkAll(ctx context.Context) {
 	wg.Wait()
 }
 
-func (c *Catalog) checkOne(ctx context.Context, id string) {
+func (c *Inventory) checkOne(ctx context.Context, id string) {
 	c.mu.Lock()
 	e, ok := c.vols[id]
 	if !ok {
@@ -215,7 +242,8 @@ func (c *Catalog) checkOne(ctx context.Context, id string) {
 	changed := verdict.State != e.last.State || verdict.Reason != e.last.Reason
 	e.last = verdict
 	c.mu.Unlock()
-	if changed && c.opts.OnChange != nil {
-		c.opts.OnChange(id, verdict)
+	if changed {
+		klog.InfoS("volume health changed (controller view)", "volumeID", id, "state", verdict.State,
+			"reason", verdict.Reason, "message", verdict.Message)
 	}
 }

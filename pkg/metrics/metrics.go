@@ -74,27 +74,24 @@ func (m *Metrics) ProbeObserved(addr string, o health.Observation) {
 	}
 }
 
-// ServerVerdict records a server's state (health.Recorder).
-func (m *Metrics) ServerVerdict(addr string, v health.Verdict) {
-	m.serverState.WithLabelValues(addr).Set(float64(v.State))
-}
-
-// ServerGone drops the series of a server nobody probes any more.
-func (m *Metrics) ServerGone(addr string) {
-	m.serverState.DeleteLabelValues(addr)
-	m.rtt.DeleteLabelValues(addr)
-	m.failures.DeletePartialMatch(prometheus.Labels{"server": addr})
-}
-
-// VolumeVerdict records a volume's health; one series per volume.
-func (m *Metrics) VolumeVerdict(id string, v health.VolumeVerdict) {
-	m.volumeState.DeletePartialMatch(prometheus.Labels{"volume_id": id})
-	m.volumeState.WithLabelValues(id, v.Reason).Set(float64(v.State))
-}
-
-// VolumeGone drops a volume's series (after unstage).
-func (m *Metrics) VolumeGone(id string) {
-	m.volumeState.DeletePartialMatch(prometheus.Labels{"volume_id": id})
+// Follow keeps the server and volume health series in step with the
+// health store until ctx ends.
+func (m *Metrics) Follow(ctx context.Context, sub *health.Subscription) error {
+	return health.Consume(ctx, sub, func(u health.Update) {
+		switch {
+		case u.Kind == health.KindServer && u.Gone:
+			m.serverState.DeleteLabelValues(u.Name)
+			m.rtt.DeleteLabelValues(u.Name)
+			m.failures.DeletePartialMatch(prometheus.Labels{"server": u.Name})
+		case u.Kind == health.KindServer:
+			m.serverState.WithLabelValues(u.Name).Set(float64(u.Server.State))
+		case u.Gone:
+			m.volumeState.DeletePartialMatch(prometheus.Labels{"volume_id": u.Name})
+		default:
+			m.volumeState.DeletePartialMatch(prometheus.Labels{"volume_id": u.Name})
+			m.volumeState.WithLabelValues(u.Name, u.Volume.Reason).Set(float64(u.Volume.State))
+		}
+	})
 }
 
 // Remounted counts a remount attempt.

@@ -29,9 +29,21 @@ func TestRecorder(t *testing.T) {
 	m.ProbeObserved("s:445", health.Observation{Outcome: health.Timeout})
 	m.ProbeObserved("s:445", health.Observation{Outcome: health.Failed})
 	m.ProbeObserved("s:445", health.Observation{Outcome: health.Failed})
-	m.ServerVerdict("s:445", health.Verdict{State: health.StateUnreachable})
-	m.VolumeVerdict("v1", health.VolumeVerdict{State: health.StateDegraded, Reason: "ServerSlow"})
-	m.VolumeVerdict("v1", health.VolumeVerdict{State: health.StateUnreachable, Reason: "ServerUnreachable"})
+	store := health.NewStore()
+	sub := store.Subscribe()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	followed := func() { // run the consumer until it has taken in what is pending
+		fctx, stop := context.WithTimeout(ctx, 50*time.Millisecond)
+		defer stop()
+		_ = m.Follow(fctx, sub)
+		sub = store.Subscribe()
+	}
+	store.SetServer("s:445", health.Verdict{State: health.StateUnreachable})
+	store.SetVolume("v1", health.VolumeVerdict{State: health.StateDegraded, Reason: "ServerSlow"})
+	followed()
+	store.SetVolume("v1", health.VolumeVerdict{State: health.StateUnreachable, Reason: "ServerUnreachable"})
+	followed()
 	m.Remounted(nil)
 	m.Remounted(errors.New("x"))
 	if got := testutil.ToFloat64(m.failures.WithLabelValues("s:445", "failed")); got != 2 {
@@ -46,8 +58,9 @@ func TestRecorder(t *testing.T) {
 	if got := testutil.ToFloat64(m.volumeState.WithLabelValues("v1", "ServerUnreachable")); got != 3 {
 		t.Fatalf("volume state = %v", got)
 	}
-	m.VolumeGone("v1")
-	m.ServerGone("s:445")
+	store.DeleteVolume("v1")
+	store.DeleteServer("s:445")
+	followed()
 	if n := testutil.CollectAndCount(m.volumeState) + testutil.CollectAndCount(m.serverState) + testutil.CollectAndCount(m.failures); n != 0 {
 		t.Fatalf("%d series left after the volume and server went", n)
 	}

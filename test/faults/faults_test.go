@@ -77,7 +77,7 @@ func TestSlowAndJitteryLinksAreNotDead(t *testing.T) {
 			w := startWatch(t, addr, realDialer())
 			w.waitFor(t, addr, health.StateHealthy, time.Now(), 30*time.Second)
 			time.Sleep(soak())
-			v, _ := w.p.Verdict(addr)
+			v, _ := w.store.Server(addr)
 			unreachable, missed := w.count(health.StateUnreachable, ""), w.count(health.StateDegraded, health.ReasonProbeMissed)
 			fmt.Printf("RESULT link %s over %v: %d unreachable verdicts, %d missed probes, final %v/%s, SRTT %v\n",
 				link.name, soak(), unreachable, missed, v.State, v.Reason, v.SRTT.Round(time.Millisecond))
@@ -110,7 +110,7 @@ func TestStarvedProberDoesNotBlame(t *testing.T) {
 		}
 	}()
 	time.Sleep(soak() / 2)
-	v, _ := w.p.Verdict(addr)
+	v, _ := w.store.Server(addr)
 	unreachable := w.count(health.StateUnreachable, "")
 	fmt.Printf("RESULT starved prober over %v with 8 hogs: %d unreachable verdicts, %d missed probes, final %v/%s\n",
 		soak()/2, unreachable, w.count(health.StateDegraded, health.ReasonProbeMissed), v.State, v.Reason)

@@ -45,6 +45,7 @@ func TestMain(m *testing.M) {
 // watch runs a prober on addr and records its verdicts.
 type watch struct {
 	p      *health.Prober
+	store  *health.Store
 	mu     sync.Mutex
 	states []health.Verdict
 	stop   func()
@@ -52,21 +53,29 @@ type watch struct {
 
 func startWatch(t testing.TB, addr string, dial health.Dialer) *watch {
 	t.Helper()
-	w := &watch{}
-	w.p = health.NewProber(dial, health.ProberOptions{OnChange: func(_ string, v health.Verdict) {
-		w.mu.Lock()
-		w.states = append(w.states, v)
-		w.mu.Unlock()
-	}})
+	w := &watch{store: health.NewStore()}
+	w.p = health.NewProber(dial, w.store, health.ProberOptions{})
+	sub := w.store.Subscribe()
 	release := w.p.Acquire(addr, auth.Credentials{Username: lab.User, Password: lab.Password})
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
+	done := make(chan error, 2)
 	go func() { done <- w.p.Run(ctx) }()
+	go func() {
+		done <- health.Consume(ctx, sub, func(u health.Update) {
+			if u.Kind == health.KindServer && !u.Gone {
+				w.mu.Lock()
+				w.states = append(w.states, u.Server)
+				w.mu.Unlock()
+			}
+		})
+	}()
 	w.stop = func() {
 		release()
 		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
+		for range 2 {
+			if err := <-done; err != nil {
+				t.Error(err)
+			}
 		}
 	}
 	t.Cleanup(w.stop)
@@ -82,12 +91,12 @@ func realDialer() health.Dialer {
 func (w *watch) waitFor(t testing.TB, addr string, want health.State, start time.Time, limit time.Duration) time.Duration {
 	t.Helper()
 	for time.Since(start) < limit {
-		if v, _ := w.p.Verdict(addr); v.State == want {
+		if v, _ := w.store.Server(addr); v.State == want {
 			return time.Since(start)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	v, _ := w.p.Verdict(addr)
+	v, _ := w.store.Server(addr)
 	t.Fatalf("%s is %v (%s: %s) after %v, want %v", addr, v.State, v.Reason, v.Message, limit, want)
 	return 0
 }

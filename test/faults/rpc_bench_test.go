@@ -11,15 +11,13 @@ import (
 	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
-	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/csi-smb/csi-smb/pkg/auth"
 	"github.com/csi-smb/csi-smb/pkg/driver"
-	"github.com/csi-smb/csi-smb/pkg/health"
-	"github.com/csi-smb/csi-smb/pkg/mount"
 	"github.com/csi-smb/csi-smb/pkg/mount/mounttest"
+	"github.com/csi-smb/csi-smb/pkg/plugin"
 	"github.com/csi-smb/csi-smb/pkg/provision"
 	"github.com/csi-smb/csi-smb/pkg/volume"
 	"github.com/csi-smb/csi-smb/test/lab"
@@ -34,26 +32,19 @@ func BenchmarkRPCLatencyDeadServer(b *testing.B) {
 	const n, rounds = 100, 20
 	dir := b.TempDir()
 	sock := filepath.Join(dir, "csi.sock")
-	statter := mount.NewStatter(nil)
-	var monitor *health.Monitor
-	prober := health.NewProber(realDialer(), health.ProberOptions{OnChange: func(addr string, _ health.Verdict) { monitor.ServerChanged(addr) }})
-	monitor = health.NewMonitor(statter, prober, health.MonitorOptions{})
-	catalog := health.NewCatalog(func(context.Context, volume.Volume, auth.Credentials) (bool, error) { return true, nil }, prober, health.CatalogOptions{})
 	opts := driver.DefaultOptions()
 	opts.Endpoint, opts.NodeID = "unix://"+sock, "bench"
-	d, err := driver.New(opts, driver.Deps{Mounter: mounttest.New(), Statter: statter, Monitor: monitor, Servers: prober,
-		Catalog: catalog, OpenShare: func(context.Context, string, string, auth.Credentials) (provision.FS, func(), error) {
+	p, err := plugin.New(opts, plugin.Parts{Dialer: realDialer(), Mounter: mounttest.New(),
+		OpenShare: func(context.Context, string, string, auth.Credentials) (provision.FS, func(), error) {
 			return nil, nil, fmt.Errorf("no controller work here")
 		}})
 	if err != nil {
 		b.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	var g errgroup.Group
-	for _, run := range []func(context.Context) error{d.Run, prober.Run, monitor.Run, catalog.Run} {
-		g.Go(func() error { return run(ctx) })
-	}
-	defer func() { cancel(); _ = g.Wait() }()
+	done := make(chan error)
+	go func() { done <- p.Run(ctx) }()
+	defer func() { cancel(); <-done }()
 	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		b.Fatal(err)

@@ -21,12 +21,9 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/csi-smb/csi-smb/pkg/auth"
 	"github.com/csi-smb/csi-smb/pkg/driver"
-	"github.com/csi-smb/csi-smb/pkg/health"
-	"github.com/csi-smb/csi-smb/pkg/provision"
-	"github.com/csi-smb/csi-smb/pkg/smb"
-	"github.com/csi-smb/csi-smb/pkg/volume"
+	"github.com/csi-smb/csi-smb/pkg/inventory"
+	"github.com/csi-smb/csi-smb/pkg/plugin"
 	"github.com/csi-smb/csi-smb/test/lab"
 )
 
@@ -63,29 +60,15 @@ func secrets() map[string]string {
 func controller(t testing.TB) csi.ControllerClient {
 	t.Helper()
 	sock := filepath.Join(t.TempDir(), "csi.sock")
-	pool := smb.NewPool(smb.Options{})
-	prober := health.NewProber(health.Adapt(smb.ProbeDialer{}.DialProbe), health.ProberOptions{})
-	catalog := health.NewCatalog(func(ctx context.Context, v volume.Volume, c auth.Credentials) (bool, error) {
-		sh, release, err := pool.Share(ctx, v.Source.Server, v.Source.Share, c)
-		if err != nil {
-			return false, err
-		}
-		defer release()
-		return provision.Exists(ctx, sh, v)
-	}, prober, health.CatalogOptions{CheckInterval: time.Second})
 	opts := driver.DefaultOptions()
 	opts.Endpoint, opts.Mode, opts.Version, opts.SMBTimeout = "unix://"+sock, driver.ModeController, "test", 10*time.Second
-	d, err := driver.New(opts, driver.Deps{Catalog: catalog, OpenShare: func(ctx context.Context, server, share string, c auth.Credentials) (provision.FS, func(), error) {
-		return pool.Share(ctx, server, share, c)
-	}})
+	p, err := plugin.New(opts, plugin.Parts{Inventory: inventory.Options{CheckInterval: time.Second}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{}, 4)
-	for _, run := range []func(context.Context) error{d.Run, pool.Run, prober.Run, catalog.Run} {
-		go func() { _ = run(ctx); done <- struct{}{} }()
-	}
+	done := make(chan error)
+	go func() { done <- p.Run(ctx) }()
 	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
@@ -93,8 +76,8 @@ func controller(t testing.TB) csi.ControllerClient {
 	t.Cleanup(func() {
 		_ = conn.Close()
 		cancel()
-		for range 4 {
-			<-done
+		if err := <-done; err != nil {
+			t.Error(err)
 		}
 	})
 	waitReady(t, conn)

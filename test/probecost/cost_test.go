@@ -79,7 +79,8 @@ func BenchmarkProber1000(b *testing.B) {
 		b.Fatalf("child served %d responders", len(addrs))
 	}
 	rec := &rttRecorder{}
-	p := health.NewProber(health.Adapt(smb.ProbeDialer{}.DialProbe), health.ProberOptions{Recorder: rec})
+	store := health.NewStore()
+	p := health.NewProber(health.Adapt(smb.ProbeDialer{}.DialProbe), store, health.ProberOptions{Recorder: rec})
 	for _, a := range addrs {
 		p.Acquire(a, auth.Credentials{})
 	}
@@ -88,9 +89,9 @@ func BenchmarkProber1000(b *testing.B) {
 	go func() { done <- p.Run(ctx) }()
 	defer func() { cancel(); <-done }()
 	deadline := time.Now().Add(2 * time.Minute)
-	for healthyCount(p) < servers {
+	for healthyCount(store) < servers {
 		if time.Now().After(deadline) {
-			b.Fatalf("only %d of %d servers healthy after 2 min", healthyCount(p), servers)
+			b.Fatalf("only %d of %d servers healthy after 2 min", healthyCount(store), servers)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -105,7 +106,7 @@ func BenchmarkProber1000(b *testing.B) {
 	time.Sleep(window)
 	cpu, wall := cpuTime(b)-cpu0, time.Since(t0)
 	b.StopTimer()
-	if n := healthyCount(p); n != servers {
+	if n := healthyCount(store); n != servers {
 		b.Fatalf("%d of %d servers healthy at the end", n, servers)
 	}
 	b.ReportMetric(100*cpu.Seconds()/wall.Seconds(), "cpu-%")
@@ -141,8 +142,6 @@ func (r *rttRecorder) ProbeObserved(_ string, o health.Observation) {
 	}
 }
 
-func (r *rttRecorder) ServerVerdict(string, health.Verdict) {}
-
 func (r *rttRecorder) results() ([]time.Duration, int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -158,9 +157,9 @@ func quantile(d []time.Duration, q int) time.Duration {
 	return d[(len(d)-1)*q/100]
 }
 
-func healthyCount(p *health.Prober) int {
+func healthyCount(store *health.Store) int {
 	n := 0
-	for _, v := range p.Verdicts() {
+	for _, v := range store.Servers() {
 		if v.State == health.StateHealthy {
 			n++
 		}

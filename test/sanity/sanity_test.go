@@ -11,18 +11,16 @@ import (
 	"testing"
 
 	"github.com/kubernetes-csi/csi-test/v5/pkg/sanity"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/csi-smb/csi-smb/internal/smbresponder"
 	"github.com/csi-smb/csi-smb/pkg/auth"
 	"github.com/csi-smb/csi-smb/pkg/driver"
 	"github.com/csi-smb/csi-smb/pkg/health"
-	"github.com/csi-smb/csi-smb/pkg/mount"
 	"github.com/csi-smb/csi-smb/pkg/mount/mounttest"
+	"github.com/csi-smb/csi-smb/pkg/plugin"
 	"github.com/csi-smb/csi-smb/pkg/provision"
 	"github.com/csi-smb/csi-smb/pkg/provision/provisiontest"
 	"github.com/csi-smb/csi-smb/pkg/smb"
-	"github.com/csi-smb/csi-smb/pkg/volume"
 )
 
 func TestSanityWithFakes(t *testing.T) {
@@ -37,16 +35,11 @@ func TestSanityWithFakes(t *testing.T) {
 		go func() { _ = responder.ServeConn(ctx, s) }()
 		return c, nil
 	}}
-	prober := health.NewProber(health.Adapt(dialer.DialProbe), health.ProberOptions{})
-	statter := mount.NewStatter(nil) // statfs of the real target directories
-	monitor := health.NewMonitor(statter, prober, health.MonitorOptions{})
-	catalog := health.NewCatalog(func(ctx context.Context, v volume.Volume, _ auth.Credentials) (bool, error) {
-		return provision.Exists(ctx, share, v)
-	}, prober, health.CatalogOptions{})
 	opts := driver.DefaultOptions()
 	opts.Endpoint, opts.NodeID, opts.Version = "unix://"+sock, "sanity", "test"
-	d, err := driver.New(opts, driver.Deps{
-		Mounter: mounttest.New(), Statter: statter, Monitor: monitor, Servers: prober, Catalog: catalog,
+	p, err := plugin.New(opts, plugin.Parts{
+		Dialer:  health.Adapt(dialer.DialProbe),
+		Mounter: mounttest.New(), // statfs is of the real target directories
 		OpenShare: func(context.Context, string, string, auth.Credentials) (provision.FS, func(), error) {
 			return share, func() {}, nil
 		},
@@ -54,13 +47,11 @@ func TestSanityWithFakes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var g errgroup.Group
-	for _, run := range []func(context.Context) error{d.Run, prober.Run, monitor.Run, catalog.Run} {
-		g.Go(func() error { return run(ctx) })
-	}
+	done := make(chan error)
+	go func() { done <- p.Run(ctx) }()
 	t.Cleanup(func() {
 		cancel()
-		if err := g.Wait(); err != nil {
+		if err := <-done; err != nil {
 			t.Error(err)
 		}
 	})

@@ -1,0 +1,183 @@
+// Package plugin assembles the driver: the one place where the health
+// store, its producers (prober, monitor) and its consumers (metrics,
+// Events, the node's remounts) are built and wired. The command and every
+// test that runs a whole driver build it here, replacing only the parts a
+// test must fake.
+package plugin
+
+import (
+	"context"
+	"errors"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/klog/v2"
+
+	"github.com/csi-smb/csi-smb/pkg/auth"
+	"github.com/csi-smb/csi-smb/pkg/driver"
+	"github.com/csi-smb/csi-smb/pkg/health"
+	"github.com/csi-smb/csi-smb/pkg/inventory"
+	"github.com/csi-smb/csi-smb/pkg/kube"
+	"github.com/csi-smb/csi-smb/pkg/metrics"
+	"github.com/csi-smb/csi-smb/pkg/mount"
+	"github.com/csi-smb/csi-smb/pkg/provision"
+	"github.com/csi-smb/csi-smb/pkg/smb"
+	"github.com/csi-smb/csi-smb/pkg/volume"
+)
+
+// Parts are the collaborators a test may replace; zero values get the
+// production ones.
+type Parts struct {
+	Dialer    health.Dialer    // probe sessions: SMB2 over TCP
+	Mounter   driver.Mounter   // kernel cifs mounts
+	Statfs    mount.StatfsFunc // statfs(2)
+	OpenShare driver.OpenShare // the controller's SMB sessions: a pool
+	// Kube is the API client for --kube-api; default from opts.Kubeconfig.
+	Kube      kubernetes.Interface
+	Registry  *prometheus.Registry // metrics; default a new registry
+	Prober    health.ProberOptions
+	Monitor   health.MonitorOptions
+	Inventory inventory.Options
+}
+
+// Plugin is an assembled driver with everything it runs.
+type Plugin struct {
+	Driver    *driver.Driver
+	Store     *health.Store
+	Prober    *health.Prober
+	Monitor   *health.Monitor
+	Inventory *inventory.Inventory
+	Registry  *prometheus.Registry
+	opts      driver.Options
+	runs      []func(context.Context) error
+}
+
+// New builds the driver for opts; nothing runs before Run.
+func New(opts driver.Options, parts Parts) (*Plugin, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	p := &Plugin{opts: opts, Store: health.NewStore(), Registry: parts.Registry}
+	if p.Registry == nil {
+		p.Registry = prometheus.NewRegistry()
+	}
+	m, err := metrics.New(p.Registry)
+	if err != nil {
+		return nil, err
+	}
+	if parts.Dialer == nil {
+		parts.Dialer = health.Adapt(smb.ProbeDialer{}.DialProbe)
+	}
+	if parts.Mounter == nil {
+		parts.Mounter = mount.New(mount.Options{})
+	}
+	if parts.OpenShare == nil {
+		pool := smb.NewPool(smb.Options{})
+		parts.OpenShare = func(ctx context.Context, server, share string, creds auth.Credentials) (provision.FS, func(), error) {
+			return pool.Share(ctx, server, share, creds)
+		}
+		p.runs = append(p.runs, pool.Run)
+	}
+	po := parts.Prober
+	po.Recorder = m
+	if po.Interval == 0 {
+		po.Interval = opts.ProbeInterval
+	}
+	p.Prober = health.NewProber(parts.Dialer, p.Store, po)
+	if parts.Monitor.CheckInterval == 0 {
+		parts.Monitor.CheckInterval = opts.CheckInterval
+	}
+	if parts.Monitor.StatTimeout == 0 {
+		parts.Monitor.StatTimeout = opts.StatsTimeout
+	}
+	if parts.Monitor.RemountGrace == 0 {
+		parts.Monitor.RemountGrace = opts.RemountGrace
+	}
+	statter := mount.NewStatter(parts.Statfs)
+	p.Monitor = health.NewMonitor(statter, p.Prober, p.Store, parts.Monitor)
+	p.Inventory = inventory.New(dirChecker(parts.OpenShare), p.Prober, p.Store, parts.Inventory)
+	deps := driver.Deps{
+		Mounter: parts.Mounter, Statter: statter, Monitor: p.Monitor, Verdicts: p.Store, Remounts: m,
+		OpenShare: parts.OpenShare, Inventory: p.Inventory,
+	}
+	if opts.KubeAPI {
+		client := parts.Kube
+		if client == nil {
+			if client, err = kube.NewClient(opts.Kubeconfig); err != nil {
+				return nil, err
+			}
+		}
+		if opts.ServesNode() {
+			reporter := kube.NewReporter(client, opts.DriverName, opts.NodeID)
+			deps.Events = reporter
+			p.runs = append(p.runs, reporter.Run)
+		}
+		if opts.ServesController() {
+			p.runs = append(p.runs, func(ctx context.Context) error { seed(ctx, client, opts.DriverName, p.Inventory); return nil })
+		}
+	}
+	if p.Driver, err = driver.New(opts, deps); err != nil {
+		return nil, err
+	}
+	p.runs = append(p.runs, p.Prober.Run, p.Monitor.Run, p.Inventory.Run, p.Driver.Run,
+		func(ctx context.Context) error { return m.Follow(ctx, p.Store.Subscribe()) },
+		func(ctx context.Context) error { return logServers(ctx, p.Store.Subscribe()) })
+	if opts.MetricsAddress != "" {
+		p.runs = append(p.runs, func(ctx context.Context) error { return metrics.Serve(ctx, opts.MetricsAddress, p.Registry) })
+	}
+	return p, nil
+}
+
+// Run runs everything until ctx ends or one part fails; it returns after
+// every part has stopped.
+func (p *Plugin) Run(ctx context.Context) error {
+	g, gctx := errgroup.WithContext(ctx)
+	for _, run := range p.runs {
+		g.Go(func() error { return run(gctx) })
+	}
+	if err := g.Wait(); err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return nil
+}
+
+// logServers logs every change of a server's health.
+func logServers(ctx context.Context, sub *health.Subscription) error {
+	return health.Consume(ctx, sub, func(u health.Update) {
+		if u.Kind == health.KindServer && !u.Gone {
+			v := u.Server
+			klog.InfoS("server health changed", "server", u.Name, "state", v.State, "reason", v.Reason, "message", v.Message)
+		}
+	})
+}
+
+// seed tells a (re)started controller which volumes exist, so their health
+// is watched before anyone asks. Failures only cost that head start.
+func seed(ctx context.Context, client kubernetes.Interface, driverName string, inv *inventory.Inventory) {
+	handles, err := kube.VolumeHandles(ctx, client, driverName)
+	if err != nil {
+		klog.ErrorS(err, "cannot list PersistentVolumes; only volumes created from now on are watched")
+		return
+	}
+	n := 0
+	for _, h := range handles {
+		if v, err := volume.ParseID(h); err == nil {
+			inv.Track(h, v, 0, auth.Credentials{})
+			n++
+		}
+	}
+	klog.InfoS("watching the volumes of existing PersistentVolumes", "count", n)
+}
+
+// dirChecker checks a volume directory over the controller's SMB sessions.
+func dirChecker(open driver.OpenShare) inventory.DirChecker {
+	return func(ctx context.Context, v volume.Volume, creds auth.Credentials) (bool, error) {
+		sh, release, err := open(ctx, v.Source.Server, v.Source.Share, creds)
+		if err != nil {
+			return false, err
+		}
+		defer release()
+		return provision.Exists(ctx, sh, v)
+	}
+}
