@@ -1,0 +1,115 @@
+package inventory
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/csi-smb/csi-smb/pkg/auth"
+	"github.com/csi-smb/csi-smb/pkg/health"
+	"github.com/csi-smb/csi-smb/pkg/volume"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+type probes struct {
+	mu   sync.Mutex
+	refs map[string]int
+}
+
+func (p *probes) Acquire(addr string, _ auth.Credentials) func() {
+	p.mu.Lock()
+	p.refs[addr]++
+	p.mu.Unlock()
+	return func() { p.mu.Lock(); p.refs[addr]--; p.mu.Unlock() }
+}
+
+func vol(i int) volume.Volume {
+	return volume.Volume{Source: volume.Source{Server: "srv", Share: "s"}, SubDir: fmt.Sprint("d", i),
+		OnDelete: volume.OnDeleteDelete, UID: volume.UIDFor(fmt.Sprint(i))}
+}
+
+// TestNewVolumeIsCheckedAlone: a volume tracked while the inventory runs is
+// checked at once, and only it; the others wait for their interval.
+func TestNewVolumeIsCheckedAlone(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var mu sync.Mutex
+		checked := map[string]int{}
+		check := func(_ context.Context, v volume.Volume, _ auth.Credentials) (bool, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			checked[v.SubDir]++
+			return v.SubDir != "d2", nil
+		}
+		store := health.NewStore()
+		store.SetServer("srv:445", health.Verdict{State: health.StateHealthy, Reason: health.ReasonReachable})
+		pr := &probes{refs: map[string]int{}}
+		inv := New(check, pr, store, Options{CheckInterval: time.Minute})
+		for i := range 3 {
+			inv.Track(vol(i).ID(), vol(i), 1<<30, auth.Credentials{})
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error)
+		go func() { done <- inv.Run(ctx) }()
+		defer func() { cancel(); <-done }()
+		synctest.Wait()
+		inv.Track(vol(3).ID(), vol(3), 0, auth.Credentials{})
+		synctest.Wait()
+		mu.Lock()
+		got := fmt.Sprint(checked)
+		mu.Unlock()
+		if want := "map[d0:1 d1:1 d2:1 d3:1]"; got != want {
+			t.Fatalf("checks %s, want %s: the new volume alone", got, want)
+		}
+		if e, _ := inv.Get(vol(2).ID()); e.Verdict.Reason != ReasonDirMissing || e.Capacity != 1<<30 {
+			t.Fatalf("missing directory: %+v", e)
+		}
+		time.Sleep(time.Minute)
+		synctest.Wait()
+		mu.Lock()
+		got = fmt.Sprint(checked)
+		mu.Unlock()
+		if want := "map[d0:2 d1:2 d2:2 d3:2]"; got != want {
+			t.Fatalf("after the interval: %s, want %s", got, want)
+		}
+		for i := range 4 {
+			inv.Forget(vol(i).ID())
+		}
+		if n := pr.refs["srv:445"]; n != 0 {
+			t.Fatalf("%d probes held after every volume was forgotten", n)
+		}
+	})
+}
+
+func TestCombineDir(t *testing.T) {
+	up := health.Verdict{State: health.StateHealthy}
+	down := health.Verdict{State: health.StateUnreachable, Message: "refused"}
+	slow := health.Verdict{State: health.StateDegraded, Reason: health.ReasonSlow}
+	now := time.Now()
+	for _, tc := range []struct {
+		name    string
+		checked time.Time
+		present bool
+		err     error
+		sv      health.Verdict
+		reason  string
+	}{
+		{"healthy", now, true, nil, up, health.ReasonVolumeHealthy},
+		{"server down wins", now, true, nil, down, health.ReasonUnreachable},
+		{"directory gone", now, false, nil, up, ReasonDirMissing},
+		{"never checked, error", time.Time{}, false, fmt.Errorf("access denied"), up, ReasonCannotCheck},
+		{"slow server", now, true, nil, slow, health.ReasonSlow},
+		{"not checked yet", time.Time{}, false, nil, up, health.ReasonNotProbed},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if v := CombineDir(tc.checked, tc.present, tc.err, tc.sv); v.Reason != tc.reason {
+				t.Fatalf("CombineDir = %s (%s), want %s", v.Reason, v.Message, tc.reason)
+			}
+		})
+	}
+}
