@@ -38,7 +38,7 @@ func validateCreate(req *csi.CreateVolumeRequest) error {
 		return err
 	}
 	if len(req.GetName()) > maxNameLen {
-		return fmt.Errorf("%w: name is longer than %d bytes", errUnsupported, maxNameLen)
+		return fmt.Errorf("%w: name is longer than %d bytes", errInvalid, maxNameLen)
 	}
 	if err := validateCapabilities(req.GetVolumeCapabilities()); err != nil {
 		return err
@@ -51,10 +51,10 @@ func validateCreate(req *csi.CreateVolumeRequest) error {
 	}
 	if r := req.GetCapacityRange(); r != nil {
 		if r.GetRequiredBytes() < 0 || r.GetLimitBytes() < 0 {
-			return fmt.Errorf("%w: negative capacity_range", errUnsupported)
+			return fmt.Errorf("%w: negative capacity_range", errInvalid)
 		}
 		if r.GetLimitBytes() > 0 && r.GetRequiredBytes() > r.GetLimitBytes() {
-			return fmt.Errorf("%w: capacity_range required_bytes %d > limit_bytes %d", errUnsupported, r.GetRequiredBytes(), r.GetLimitBytes())
+			return fmt.Errorf("%w: capacity_range required_bytes %d > limit_bytes %d", errInvalid, r.GetRequiredBytes(), r.GetLimitBytes())
 		}
 	}
 	return nil

@@ -104,7 +104,7 @@ func paginate(n int, token string, maxEntries int32) ([2]int, string, error) {
 		start = s
 	}
 	if maxEntries < 0 {
-		return [2]int{}, "", fmt.Errorf("%w: negative max_entries", errUnsupported)
+		return [2]int{}, "", fmt.Errorf("%w: negative max_entries", errInvalid)
 	}
 	end := n
 	if maxEntries > 0 && start+int(maxEntries) < n {

@@ -38,8 +38,6 @@ type Mounter interface {
 // Statter runs bounded, single-flight statfs calls (pkg/mount).
 type Statter interface {
 	Statfs(ctx context.Context, path string) (mount.StatResult, error)
-	Last(path string) (mount.StatResult, bool)
-	Forget(path string)
 }
 
 // OpenShare opens a pooled SMB share for the controller (pkg/smb).

@@ -24,6 +24,7 @@ var (
 	errSingleWriter = errors.New("single-writer volume is already published at another path")
 	errRequired     = errors.New("required field missing")
 	errUnsupported  = errors.New("not supported")
+	errInvalid      = errors.New("invalid argument")
 )
 
 // toStatus is the one place domain errors become gRPC codes. Order matters:
@@ -43,7 +44,7 @@ func codeOf(err error) codes.Code {
 	var he *mount.HelperError
 	switch {
 	case errors.Is(err, errRequired), errors.Is(err, volume.ErrInvalid), errors.Is(err, mount.ErrInvalidOption),
-		errors.Is(err, errUnsupported):
+		errors.Is(err, errUnsupported), errors.Is(err, errInvalid):
 		return codes.InvalidArgument
 	case errors.Is(err, errBusy), errors.Is(err, errAborted):
 		return codes.Aborted

@@ -75,11 +75,11 @@ func stageOptions(c *csi.VolumeCapability) ([]string, error) {
 		return opts, nil
 	}
 	if _, err := strconv.ParseUint(group, 10, 32); err != nil {
-		return nil, fmt.Errorf("%w: volume_mount_group %q is not a numeric gid", errUnsupported, group)
+		return nil, fmt.Errorf("%w: volume_mount_group %q is not a numeric gid", errInvalid, group)
 	}
 	for _, o := range opts {
 		if v, ok := strings.CutPrefix(o, "gid="); ok && v != group {
-			return nil, fmt.Errorf("%w: mountOptions gid=%s conflicts with the pod's fsGroup %s", errUnsupported, v, group)
+			return nil, fmt.Errorf("%w: mountOptions gid=%s conflicts with the pod's fsGroup %s", errInvalid, v, group)
 		}
 	}
 	if !mount.HasOption(opts, "gid") {
@@ -144,7 +144,6 @@ func (d *Driver) NodeStageVolume(ctx context.Context, req *csi.NodeStageVolumeRe
 		if err != nil {
 			return nil, toStatus(fmt.Errorf("volume %s: mount %s: %w", req.GetVolumeId(), source, err))
 		}
-		d.deps.Statter.Forget(staging)
 		klog.InfoS("volume staged", "volumeID", req.GetVolumeId(), "source", source, "staging", staging, "options", strings.Join(opts, ","))
 	}
 	d.node.put(req.GetVolumeId(), st)
@@ -208,7 +207,6 @@ func (d *Driver) NodeUnstageVolume(ctx context.Context, req *csi.NodeUnstageVolu
 		return nil, toStatus(fmt.Errorf("volume %s: %w", req.GetVolumeId(), err))
 	}
 	d.node.drop(req.GetVolumeId())
-	d.deps.Statter.Forget(staging)
 	klog.InfoS("volume unstaged", "volumeID", req.GetVolumeId(), "staging", staging)
 	return &csi.NodeUnstageVolumeResponse{}, nil
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/csi-smb/csi-smb/pkg/auth"
 	"github.com/csi-smb/csi-smb/pkg/health"
+	"github.com/csi-smb/csi-smb/pkg/inventory"
 	"github.com/csi-smb/csi-smb/pkg/kube"
 	"github.com/csi-smb/csi-smb/pkg/mount"
 	"github.com/csi-smb/csi-smb/pkg/volume"
@@ -411,7 +412,7 @@ func TestControllerHealthAndListing(t *testing.T) {
 	}
 	h.store.SetServer("srv:445", health.Verdict{State: health.StateUnreachable, Reason: health.ReasonUnreachable})
 	gv, _ = h.d.ControllerGetVolume(ctx, &csi.ControllerGetVolumeRequest{VolumeId: ids[0]})
-	if abnormal, msg, _ := LegacyCondition(gv.GetStatus(), legacyStatsConditionField); !abnormal || !strings.HasPrefix(msg, health.ReasonUnreachable) {
+	if abnormal, msg, _ := LegacyCondition(gv.GetStatus(), legacyStatsConditionField); !abnormal || !strings.HasPrefix(msg, inventory.ReasonUnreachable+":") {
 		t.Fatalf("unreachable server: abnormal=%v %q", abnormal, msg)
 	}
 	vh, err := h.d.ControllerGetVolumeHealth(ctx, &csi.ControllerGetVolumeHealthRequest{VolumeId: ids[1]})

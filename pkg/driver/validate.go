@@ -87,7 +87,7 @@ func credentials(secrets map[string]string) (auth.Credentials, error) {
 	if len(unknown) > 0 {
 		slices.Sort(unknown)
 		return auth.Credentials{}, fmt.Errorf("%w: secret keys %s; allowed are username, password, domain",
-			errUnsupported, strings.Join(unknown, ", "))
+			errInvalid, strings.Join(unknown, ", "))
 	}
 	c := auth.Credentials{Username: secrets[SecretUsername], Password: secrets[SecretPassword], Domain: secrets[SecretDomain]}
 	if c.Username == "" && (c.Password != "" || c.Domain != "") {
@@ -102,7 +102,7 @@ func validatePath(field, p string) error {
 		return err
 	}
 	if !filepath.IsAbs(p) {
-		return fmt.Errorf("%w: %s %q must be absolute", errUnsupported, field, p)
+		return fmt.Errorf("%w: %s %q must be absolute", errInvalid, field, p)
 	}
 	return nil
 }

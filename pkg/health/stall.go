@@ -18,7 +18,7 @@ const errnoENOTSUPP = syscall.Errno(524)
 const (
 	ReasonMountOK      = "MountHealthy"
 	ReasonMountStalled = "MountStalled" // statfs hung past its deadline
-	ReasonHostDown     = "ServerUnreachable"
+	ReasonHostDown     = "MountHostDown"
 	ReasonNoCredits    = "SessionReconnecting"
 	ReasonStale        = "MountStale"
 	ReasonIOError      = "MountIOError"

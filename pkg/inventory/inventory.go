@@ -20,6 +20,9 @@ import (
 
 // Controller-side reasons.
 const (
+	// ReasonUnreachable: the controller's prober finds the server
+	// unreachable (the node's own verdict is health.ReasonUnreachable).
+	ReasonUnreachable = "ServerUnreachableFromController"
 	ReasonDirMissing  = "VolumeDirectoryMissing"
 	ReasonCannotCheck = "CannotCheck"
 )
@@ -160,7 +163,7 @@ func (c *Inventory) verdictLocked(e *cataloged) health.VolumeVerdict {
 func CombineDir(checked time.Time, present bool, err error, sv health.Verdict) health.VolumeVerdict {
 	switch {
 	case sv.State == health.StateUnreachable:
-		return health.VolumeVerdict{State: health.StateUnreachable, Reason: health.ReasonUnreachable, Message: "SMB server unreachable from the controller: " + sv.Message}
+		return health.VolumeVerdict{State: health.StateUnreachable, Reason: ReasonUnreachable, Message: "SMB server unreachable from the controller: " + sv.Message}
 	case !checked.IsZero() && !present:
 		return health.VolumeVerdict{State: health.StateUnreachable, Reason: ReasonDirMissing, Message: "the volume's directory does not exist on the share"}
 	case checked.IsZero() && err != nil:

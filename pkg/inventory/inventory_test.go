@@ -100,7 +100,7 @@ func TestCombineDir(t *testing.T) {
 		reason  string
 	}{
 		{"healthy", now, true, nil, up, health.ReasonVolumeHealthy},
-		{"server down wins", now, true, nil, down, health.ReasonUnreachable},
+		{"server down wins", now, true, nil, down, ReasonUnreachable},
 		{"directory gone", now, false, nil, up, ReasonDirMissing},
 		{"never checked, error", time.Time{}, false, fmt.Errorf("access denied"), up, ReasonCannotCheck},
 		{"slow server", now, true, nil, slow, health.ReasonSlow},

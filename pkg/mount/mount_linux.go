@@ -35,7 +35,6 @@ type Mounter struct {
 	opts  Options
 	mu    sync.Mutex
 	stuck map[string]<-chan struct{} // target -> closed when its unkillable helper exits
-	bg    sync.WaitGroup             // umount helpers still tearing down a detached mount
 }
 
 // maxPasswordLen is mount.cifs's MOUNT_PASSWD_SIZE.
@@ -249,11 +248,12 @@ func (m *Mounter) umount(ctx context.Context, target string, lazy bool) error {
 	// Not cancelled with ctx: the RPC returning must not kill a teardown.
 	hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.opts.UnmountTimeout)
 	res := make(chan error, 1)
-	m.bg.Go(func() {
+	// The helper is reaped in the background, bounded by UnmountTimeout.
+	go func() {
 		defer cancel()
 		_, _, err := run(hctx, helper{path: m.opts.Umount, args: args}, m.opts.KillGrace)
 		res <- err
-	})
+	}()
 	poll := time.NewTicker(20 * time.Millisecond)
 	defer poll.Stop()
 	for {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -197,9 +198,12 @@ func TestStatterSingleFlight(t *testing.T) {
 		}
 		close(release)
 		synctest.Wait()
-		last, ok := s.Last("/mnt/dead")
-		if !ok || !errors.Is(last.Err, unix.EHOSTDOWN) || s.InFlight("/mnt/dead") {
-			t.Fatalf("Last = %+v %v, want EHOSTDOWN and nothing in flight", last, ok)
+		if s.InFlight("/mnt/dead") {
+			t.Fatal("the call that returned is still in flight")
+		}
+		res, err := s.Statfs(context.Background(), "/mnt/dead")
+		if err != nil || !errors.Is(res.Err, unix.EHOSTDOWN) || calls.Load() != 2 {
+			t.Fatalf("next Statfs = %+v %v after %d calls, want a new call's EHOSTDOWN", res, err, calls.Load())
 		}
 	})
 }
@@ -251,7 +255,8 @@ func TestUnmountReturnsOnceDetached(t *testing.T) {
 			// The fake umount takes the mount out of the table, then hangs
 			// in "teardown".
 			fake := filepath.Join(dir, "umount")
-			script := "#!/bin/sh\nsed -i '/ \\/staging /d' " + mi + "\nexec sleep 60\n"
+			pidFile := filepath.Join(dir, "pid")
+			script := "#!/bin/sh\necho $$ > " + pidFile + "\nsed -i '/ \\/staging /d' " + mi + "\nexec sleep 60\n"
 			if err := os.WriteFile(fake, []byte(script), 0o755); err != nil {
 				t.Fatal(err)
 			}
@@ -263,9 +268,20 @@ func TestUnmountReturnsOnceDetached(t *testing.T) {
 			if took := time.Since(start); took > 500*time.Millisecond {
 				t.Fatalf("%s took %v: it waited for the teardown", tc.name, took)
 			}
-			m.bg.Wait() // the helper is killed at UnmountTimeout
-			if took := time.Since(start); took > 3*time.Second {
-				t.Fatalf("helper reaped after %v, want about UnmountTimeout", took)
+			b, err := os.ReadFile(pidFile)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The helper is killed at UnmountTimeout and reaped: its PID is gone.
+			for syscall.Kill(pid, 0) == nil {
+				if took := time.Since(start); took > 3*time.Second {
+					t.Fatalf("helper %d still there after %v, want it reaped at about UnmountTimeout", pid, took)
+				}
+				time.Sleep(20 * time.Millisecond)
 			}
 		})
 	}

@@ -38,7 +38,6 @@ type Statter struct {
 	statfs   StatfsFunc
 	mu       sync.Mutex
 	inflight map[string]*statCall
-	last     map[string]StatResult
 }
 
 type statCall struct {
@@ -51,12 +50,12 @@ func NewStatter(fn StatfsFunc) *Statter {
 	if fn == nil {
 		fn = unix.Statfs
 	}
-	return &Statter{statfs: fn, inflight: map[string]*statCall{}, last: map[string]StatResult{}}
+	return &Statter{statfs: fn, inflight: map[string]*statCall{}}
 }
 
 // Statfs returns a fresh statfs of path, joining the call already in flight
 // for path if there is one. If ctx ends first it returns ErrStatTimeout and
-// the call goes on; its result is kept for Last and for the next caller.
+// the call goes on; callers that join it before it returns get its result.
 func (s *Statter) Statfs(ctx context.Context, path string) (StatResult, error) {
 	s.mu.Lock()
 	c, ok := s.inflight[path]
@@ -87,32 +86,16 @@ func (s *Statter) do(path string, c *statCall) {
 	s.mu.Lock()
 	c.res = res
 	delete(s.inflight, path)
-	s.last[path] = res
 	s.mu.Unlock()
 	close(c.done)
 }
 
-// InFlight reports whether a statfs of path is running, and since when.
+// InFlight reports whether a statfs of path is running.
 func (s *Statter) InFlight(path string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	_, ok := s.inflight[path]
 	return ok
-}
-
-// Last returns the most recent completed statfs of path.
-func (s *Statter) Last(path string) (StatResult, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	r, ok := s.last[path]
-	return r, ok
-}
-
-// Forget drops the remembered result of path (after unstage).
-func (s *Statter) Forget(path string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	delete(s.last, path)
 }
 
 func usageOf(st *unix.Statfs_t) Usage {

@@ -156,7 +156,7 @@ func (p *Pool) Share(ctx context.Context, server, share string, creds auth.Crede
 		p.release(e)
 		return nil, nil, e.err
 	}
-	return &Share{pool: p, e: e, name: share, reused: !fresh}, func() { p.release(e) }, nil
+	return &Share{pool: p, e: e, reused: !fresh}, func() { p.release(e) }, nil
 }
 
 // pick returns the least busy live entry of key, or a new one to dial when
@@ -274,17 +274,6 @@ func (e *entry) close() {
 			klog.V(4).InfoS("closing smb connection", "err", err)
 		}
 	})
-}
-
-// Len reports the number of pooled sessions (for tests and metrics).
-func (p *Pool) Len() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	n := 0
-	for _, es := range p.entries {
-		n += len(es)
-	}
-	return n
 }
 
 func trimBrackets(h string) string {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io/fs"
 	"os"
-	"strings"
 )
 
 // Share is a pooled tree connect. Paths are relative to the share root and
@@ -14,7 +13,6 @@ import (
 type Share struct {
 	pool   *Pool
 	e      *entry
-	name   string
 	reused bool
 }
 
@@ -87,12 +85,4 @@ func (s *Share) WriteFile(ctx context.Context, path string, data []byte) error {
 // IsNotExist reports whether err means the path does not exist.
 func IsNotExist(err error) bool {
 	return errors.Is(err, os.ErrNotExist) || errors.Is(err, fs.ErrNotExist)
-}
-
-// Name is the share name.
-func (s *Share) Name() string { return strings.Clone(s.name) }
-
-// Echo sends an SMB2 ECHO on the session (a liveness check).
-func (s *Share) Echo(ctx context.Context) error {
-	return s.done("echo", "", s.e.session.WithContext(ctx).Echo())
 }
