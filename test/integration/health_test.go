@@ -10,6 +10,7 @@ import (
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 
+	"github.com/csi-smb/csi-smb/pkg/auth"
 	"github.com/csi-smb/csi-smb/pkg/driver"
 	"github.com/csi-smb/csi-smb/pkg/volume"
 )
@@ -20,9 +21,9 @@ import (
 // VOLUME_CONDITION = 11, which spec v1.13 removed), and that the legacy
 // volume_condition it reads (field 2 of the VolumeStatus) crosses the wire:
 // normal for a volume on a live server, abnormal for one on an unreachable
-// address. The sidecar itself is not on the module proxy this CI can reach.
+// address (known from the PersistentVolumes at start). The sidecar itself is not on the module proxy this CI can reach.
 func TestExternalHealthMonitorWouldStart(t *testing.T) {
-	c := controller(t)
+	c, p := controllerPlugin(t)
 	caps, err := c.ControllerGetCapabilities(ctxT(t), &csi.ControllerGetCapabilitiesRequest{})
 	if err != nil {
 		t.Fatal(err)
@@ -38,6 +39,9 @@ func TestExternalHealthMonitorWouldStart(t *testing.T) {
 	defer mustDelete(t, c, live.GetVolumeId())
 	dead := volume.Volume{Source: volume.Source{Server: "10.213.0.99", Share: "share"}, SubDir: "gone",
 		OnDelete: volume.OnDeleteRetain, UID: volume.UIDFor("gone")}
+	// A volume on a server that is gone, as a controller started with
+	// --kube-api finds it among the PersistentVolumes.
+	p.Inventory.Track(dead.ID(), dead, 0, auth.Credentials{})
 	condition := func(id string) (bool, string) {
 		r, err := c.ControllerGetVolume(ctxT(t), &csi.ControllerGetVolumeRequest{VolumeId: id})
 		if err != nil {

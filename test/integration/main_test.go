@@ -59,6 +59,14 @@ func secrets() map[string]string {
 // a client for it; everything stops when the test ends.
 func controller(t testing.TB) csi.ControllerClient {
 	t.Helper()
+	c, _ := controllerPlugin(t)
+	return c
+}
+
+// controllerPlugin is controller, with the assembled plugin for tests that
+// seed what a controller would have listed from PersistentVolumes.
+func controllerPlugin(t testing.TB) (csi.ControllerClient, *plugin.Plugin) {
+	t.Helper()
 	sock := filepath.Join(t.TempDir(), "csi.sock")
 	opts := driver.DefaultOptions()
 	opts.Endpoint, opts.Mode, opts.Version, opts.SMBTimeout = "unix://"+sock, driver.ModeController, "test", 10*time.Second
@@ -81,7 +89,7 @@ func controller(t testing.TB) csi.ControllerClient {
 		}
 	})
 	waitReady(t, conn)
-	return csi.NewControllerClient(conn)
+	return csi.NewControllerClient(conn), p
 }
 
 func waitReady(t testing.TB, conn *grpc.ClientConn) {
