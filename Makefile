@@ -105,13 +105,15 @@ bench/vm: deps bin/smblab vm-share
 	  -test.run '^$$' -test.bench '$(BENCH)' -test.benchtime 1x -test.count 1 -test.timeout 55m | tee $(OUT)/bench-vm.txt
 	$(BENCHSTAT) $(OUT)/bench-vm.txt
 
-## verify: gofmt, go vet (all build tags), go mod tidy
+## verify: gofmt, go vet with every build tag, go mod tidy, golangci-lint (.golangci.yml)
 verify:
-	@test -z "$$(gofmt -l cmd pkg test)" || { gofmt -l cmd pkg test; echo "run gofmt -w"; exit 1; }
+	@test -z "$$(gofmt -l cmd pkg test internal)" || { gofmt -l cmd pkg test internal; echo "run gofmt -w"; exit 1; }
 	go vet ./...
-	go vet -tags integration ./test/integration
-	go vet -tags vmguest ./test/vm/guest
+	go vet -tags integration ./...
+	go vet -tags vmguest ./...
+	go vet -tags labkube ./...
 	go mod tidy -diff
+	hack/golangci-lint.sh
 
 clean:
 	rm -rf bin $(OUT)

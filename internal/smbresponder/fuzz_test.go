@@ -41,8 +41,7 @@ func recordClient(tb testing.TB) []byte {
 	sess, err := dial(ctx, rec, &smb2.NTLMInitiator{})
 	if err != nil {
 		_ = client.Close()
-		<-served
-		tb.Fatalf("DialConn: %v", err)
+		tb.Fatalf("DialConn: %v (server: %v)", err, <-served)
 	}
 	tree, err := sess.WithContext(ctx).Mount(ipc)
 	if err == nil {

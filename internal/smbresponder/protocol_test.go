@@ -328,7 +328,7 @@ func TestConnectionClosed(t *testing.T) {
 					r.negotiate()
 				}
 				_, _ = r.nc.Write(tc.input) // the server may close before reading it all
-				if tc.want == io.ErrUnexpectedEOF {
+				if errors.Is(tc.want, io.ErrUnexpectedEOF) {
 					_ = r.nc.Close()
 					if err := r.wait(); !errors.Is(err, tc.want) {
 						t.Errorf("ServeConn: %v, want %v", err, tc.want)

@@ -16,7 +16,7 @@ func TestNeverPrintsThePassword(t *testing.T) {
 	}
 	outs := map[string]string{
 		"%v": fmt.Sprintf("%v", c), "%+v": fmt.Sprintf("%+v", c), "%#v": fmt.Sprintf("%#v", c),
-		"%s": fmt.Sprintf("%s", c), "%q": fmt.Sprintf("%q", c), "pointer %+v": fmt.Sprintf("%+v", &c),
+		"%s": fmt.Sprintf("%s", c), "%q": fmt.Sprintf("%q", c), "pointer %+v": fmt.Sprintf("%+v", &c), //nolint:staticcheck // the %s verb itself is under test
 		"in a struct %+v": fmt.Sprintf("%+v", struct{ C Credentials }{c}), "json": string(j),
 		"MarshalLog": fmt.Sprint(c.MarshalLog()),
 	}

@@ -196,7 +196,9 @@ func (d *Driver) serve(ctx context.Context) error {
 		srv.Stop()
 		<-stopped
 	}
-	<-errc
+	if err := <-errc; err != nil { // nil after a stop
+		return fmt.Errorf("grpc server: %w", err)
+	}
 	return nil
 }
 

@@ -287,7 +287,9 @@ func TestStatsAndHealthFollowTheMonitor(t *testing.T) {
 				close(hang)
 			}
 			cancel()
-			<-done
+			if err := <-done; err != nil {
+				t.Error(err)
+			}
 			synctest.Wait()
 		}()
 		time.Sleep(5 * time.Second)

@@ -143,8 +143,11 @@ func runMonitor(t *testing.T, fn func(h *monitorHarness)) {
 			h.setHang(false)
 			h.m.Remove("vol")
 			cancel()
-			<-done
-			<-done
+			for range 2 {
+				if err := <-done; err != nil {
+					t.Error(err)
+				}
+			}
 			time.Sleep(time.Second) // let a statfs that was hanging return
 			synctest.Wait()
 			h.probes.mu.Lock()

@@ -56,7 +56,12 @@ func TestNewVolumeIsCheckedAlone(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error)
 		go func() { done <- inv.Run(ctx) }()
-		defer func() { cancel(); <-done }()
+		defer func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Error(err)
+			}
+		}()
 		synctest.Wait()
 		inv.Track(vol(3).ID(), vol(3), 0, auth.Credentials{})
 		synctest.Wait()

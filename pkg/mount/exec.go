@@ -77,7 +77,8 @@ func run(ctx context.Context, h helper, killGrace time.Duration) (out string, do
 	}
 	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 	select {
-	case <-waitErr:
+	case werr := <-waitErr:
+		return w.String(), finished, fmt.Errorf("%w: %s killed (%w): %w", ErrTimeout, h.path, werr, ctx.Err())
 	case <-time.After(killGrace):
 	}
 	return w.String(), finished, fmt.Errorf("%w: %s killed: %w", ErrTimeout, h.path, ctx.Err())

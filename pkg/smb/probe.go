@@ -204,7 +204,7 @@ func (c *handoverConn) Read(b []byte) (int, error) {
 // past deadline and waits until the read has returned.
 func (c *handoverConn) handOver(ctx context.Context) error {
 	c.taken.Store(true)
-	_ = c.Conn.SetReadDeadline(time.Unix(1, 0))
+	_ = c.SetReadDeadline(time.Unix(1, 0))
 	select {
 	case <-c.released:
 		return nil

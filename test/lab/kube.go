@@ -267,7 +267,7 @@ func (l *Lab) waitReady(ctx context.Context, token string) error {
 	hc := l.KubeHTTPClient()
 	defer hc.CloseIdleConnections()
 	deadline := time.Now().Add(kubeReadyWait)
-	last := "no answer"
+	var last string
 	for {
 		if !alive(l.APIServerPID) {
 			return fmt.Errorf("kube-apiserver exited at start: %s", logTail(logPath))

@@ -152,7 +152,7 @@ func (l *Lab) qemu(ctx context.Context, rel, initrd, share string, o VMOptions) 
 	case ctx.Err() != nil:
 		return fmt.Errorf("guest killed after %s: %w", o.Timeout, ctx.Err())
 	case code < 0:
-		return fmt.Errorf("guest ended without an exit status (qemu: %v)", werr)
+		return fmt.Errorf("guest ended without an exit status (qemu: %w)", werr)
 	case code != 0:
 		return &ExitError{Code: code}
 	}

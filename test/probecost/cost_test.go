@@ -87,7 +87,12 @@ func BenchmarkProber1000(b *testing.B) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() { done <- p.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			b.Error(err)
+		}
+	}()
 	deadline := time.Now().Add(2 * time.Minute)
 	for healthyCount(store) < servers {
 		if time.Now().After(deadline) {

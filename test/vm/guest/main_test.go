@@ -92,7 +92,7 @@ func startDriver() (*env, error) {
 			break
 		}
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("driver not ready after 30s: %v", err)
+			return nil, fmt.Errorf("driver not ready after 30s: %w", err)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

@@ -31,8 +31,9 @@ func main() {
 	prefix := fs.String("prefix", "csismb-", "namespace name prefix for up (later commands read it from the state)")
 	_ = fs.Parse(os.Args[1:])
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, *dir, *prefix, fs.Args()); err != nil {
+	err := run(ctx, *dir, *prefix, fs.Args())
+	stop()
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "smblab:", err)
 		var ee *lab.ExitError
 		if errors.As(err, &ee) {
