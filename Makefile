@@ -14,7 +14,7 @@ BENCHSTAT := go run golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6
 OUT := _out
 VM := $(OUT)/vm
 
-.PHONY: build deps test test/unit test/fuzz test/lab test/integration test/vm demo bench bench/vm verify clean FORCE
+.PHONY: build deps deps/demo test test/unit test/fuzz test/lab test/integration test/vm demo bench bench/vm verify clean FORCE
 
 ## build: the driver binary (static)
 build: bin/csi-smb
@@ -25,9 +25,13 @@ bin/csi-smb: FORCE
 bin/smblab: FORCE
 	go build -o $@ ./test/lab/cmd/smblab
 
-## deps: install Samba, qemu, a kernel, busybox and Go on Debian (root)
+## deps: install Samba, qemu, a kernel, busybox, etcd, Go and kube-apiserver on Debian (root)
 deps:
 	hack/install-deps.sh
+
+## deps/demo: what make demo uses (no etcd, no kube-apiserver)
+deps/demo:
+	hack/install-deps.sh demo
 
 ## test: everything: static checks, unit, fuzz, real Samba, kernel cifs in the guest
 test: deps verify test/unit test/fuzz test/lab
@@ -73,7 +77,7 @@ vm-share:
 	CGO_ENABLED=0 go build -o $(VM)/bin/demo ./test/vm/demo
 
 ## demo: lab up, then in the guest: provision, mount, write, break, heal, unmount, delete
-demo: deps bin/smblab vm-share
+demo: deps/demo bin/smblab vm-share
 	CSI_SMB_LAB_DIR=$(LAB_DIR) hack/with-lab.sh bin/smblab -dir $(LAB_DIR) vm -share $(VM) -run bin/demo -timeout 10m \
 	  | grep -v -e '^\s*$$' -e 'SeaBIOS' -e 'iPXE' -e 'Booting from' -e 'Press Ctrl-B'
 

@@ -3,13 +3,19 @@
 # Samba, cifs-utils, qemu (TCG), a Debian kernel and busybox for the guest,
 # etcd for the lab's API server, Go 1.26 if the machine has none (fetched from
 # the Go module proxy), and then kube-apiserver (hack/build-kube.sh, cached).
+#   install-deps.sh        everything (make test)
+#   install-deps.sh demo   what make demo uses: no etcd, no kube-apiserver
 set -euo pipefail
 
+PROFILE=${1:-all}
+case $PROFILE in all | demo) ;; *) echo "usage: $0 [all|demo]" >&2; exit 2 ;; esac
 GO_VERSION=${GO_VERSION:-1.26.8}
 export DEBIAN_FRONTEND=noninteractive
 
+pkgs=(samba smbclient cifs-utils qemu-system-x86 linux-image-amd64 busybox-static iproute2 util-linux kmod cpio curl unzip ca-certificates make gcc libc6-dev git)
+[[ $PROFILE == demo ]] || pkgs+=(etcd-server)
 need=()
-for pkg in samba smbclient cifs-utils qemu-system-x86 linux-image-amd64 busybox-static etcd-server iproute2 util-linux kmod cpio curl unzip ca-certificates make gcc libc6-dev git; do
+for pkg in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if ((${#need[@]})); then
@@ -41,4 +47,4 @@ if ! go_ok; then
   export PATH=/usr/local/go/bin:$PATH
 fi
 go version
-"$(dirname "$0")/build-kube.sh"
+[[ $PROFILE == demo ]] || "$(dirname "$0")/build-kube.sh"
