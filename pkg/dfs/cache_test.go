@@ -132,7 +132,12 @@ func TestCacheRefreshesInBackground(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error)
 		go func() { done <- c.Run(ctx) }()
-		defer func() { cancel(); <-done }()
+		defer func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Error(err)
+			}
+		}()
 		lookup(t, c, `\root\dfs\multi`)
 		time.Sleep(76 * time.Second)
 		synctest.Wait()
