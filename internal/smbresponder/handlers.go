@@ -48,6 +48,8 @@ func (st *state) dispatch(h header, pkt []byte, now time.Time) (reply, error) {
 		return treeConnect(s, h, pkt), nil
 	case h.command == CmdTreeDisconnect:
 		return treeDisconnect(s, h, body), nil
+	case h.command == CmdIoctl:
+		return st.ioctl(s, h, pkt), nil
 	default:
 		return reply{status: statusNotSupported, sessionID: h.sessionID, treeID: h.treeID}, nil
 	}
@@ -341,4 +343,57 @@ func treeConnectBody() []byte {
 	put32(b[4:], shareNoCaching)
 	put32(b[12:], fileAllAccess)
 	return b
+}
+
+// ioctl answers IOCTL (MS-SMB2 3.3.5.15) for FSCTL_DFS_GET_REFERRALS on a
+// connected tree, through Options.Referral; every other control code is
+// STATUS_INVALID_DEVICE_REQUEST, as servers answer for an unknown FSCTL.
+func (st *state) ioctl(s *session, h header, pkt []byte) reply {
+	const fixed = 56
+	r := reply{sessionID: h.sessionID, treeID: h.treeID}
+	body := pkt[headerSize:]
+	if fixedStatus(body, fixed+1, fixed) != statusSuccess {
+		r.status = statusInvalidParameter
+		return r
+	}
+	if _, ok := s.trees[h.treeID]; !ok {
+		r.status = statusNetworkNameDeleted
+		return r
+	}
+	ctl, flags := u32(body[4:]), u32(body[48:])
+	if ctl != fsctlDfsGetReferrals || flags&ioctlIsFsctl == 0 || st.srv.opts.Referral == nil {
+		r.status = statusInvalidDeviceRequest
+		return r
+	}
+	in, ok := bufferAt(pkt, headerSize+fixed, u32(body[24:]), u32(body[28:]))
+	if !ok || len(in) < 4 || len(in) > maxPathBytes {
+		r.status = statusInvalidParameter
+		return r
+	}
+	path, ok := decodeUTF16LE(in[2:])
+	if !ok || !strings.HasSuffix(path, "\x00") {
+		r.status = statusInvalidParameter
+		return r
+	}
+	out, status := st.srv.opts.Referral(strings.TrimSuffix(path, "\x00"))
+	if status != statusSuccess {
+		r.status = status
+		return r
+	}
+	if maxOut := u32(body[44:]); uint64(len(out)) > uint64(maxOut) {
+		r.status = statusInvalidParameter // a real server would answer BUFFER_OVERFLOW with a partial answer
+		return r
+	}
+	// IOCTL response (MS-SMB2 2.2.32): StructureSize 49, the control code,
+	// FileId, no input, the output right after the fixed part.
+	const respFixed = 48
+	b := make([]byte, respFixed+len(out))
+	put16(b, respFixed+1)
+	put32(b[4:], ctl)
+	copy(b[8:24], body[8:24])
+	put32(b[32:], headerSize+respFixed)
+	put32(b[36:], uint32(len(out))) //nolint:gosec // bounded by maxOut
+	copy(b[respFixed:], out)
+	r.body = b
+	return r
 }

@@ -47,6 +47,10 @@ type Options struct {
 	// of the connection's queue: on arrival, or when the answer before it
 	// left. Delay may be called from many goroutines at once.
 	Delay func(cmd uint16) time.Duration
+	// Referral, when non-nil, answers FSCTL_DFS_GET_REFERRALS on IPC$: the
+	// RESP_GET_DFS_REFERRAL bytes for the requested path, or an NTSTATUS
+	// (non-zero) to fail with. Without it the FSCTL is not supported.
+	Referral func(path string) (resp []byte, status uint32)
 }
 
 // Server answers SMB2 clients. Its methods are safe for concurrent use.

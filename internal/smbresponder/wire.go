@@ -18,6 +18,7 @@ const (
 	CmdTreeConnect    uint16 = 0x0003
 	CmdTreeDisconnect uint16 = 0x0004
 	CmdEcho           uint16 = 0x000D
+	CmdIoctl          uint16 = 0x000B
 
 	cmdCancel uint16 = 0x000C // never answered (MS-SMB2 3.3.5.16)
 	cmdLast   uint16 = 0x0012 // SMB2 OPLOCK_BREAK, the highest defined command
@@ -35,6 +36,10 @@ const (
 	statusBadNetworkName         = 0xC00000CC
 	statusRequestNotAccepted     = 0xC00000D0
 	statusUserSessionDeleted     = 0xC0000203
+	statusInvalidDeviceRequest   = 0xC0000010
+
+	fsctlDfsGetReferrals = 0x00060194
+	ioctlIsFsctl         = 0x00000001
 )
 
 // Dialects (MS-SMB2 2.2.3). Only the 2.x dialects are answered: they need no

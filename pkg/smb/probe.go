@@ -30,10 +30,12 @@ type ProbeDialer struct {
 
 // ProbeSession is one probe connection, used by one goroutine at a time.
 type ProbeSession struct {
-	conn net.Conn
-	rd   *bufio.Reader
-	next uint64 // next MessageId
-	buf  []byte
+	conn    net.Conn
+	rd      *bufio.Reader
+	next    uint64 // next MessageId
+	buf     []byte
+	session uint64 // SessionId and TreeId of the IPC$ tree go-smb2 connected
+	tree    uint32
 }
 
 // DialProbe sets up a probe session to addr (host:port) with creds; when the
@@ -77,7 +79,11 @@ func (d ProbeDialer) dial(ctx context.Context, addr string, creds auth.Credentia
 		return nil, classify(fmt.Sprintf("probe session to %s as %s", addr, creds), err)
 	}
 	_ = raw.SetDeadline(time.Time{})
-	return &ProbeSession{conn: raw, rd: bufio.NewReaderSize(raw, 512), next: hc.nextID(), buf: make([]byte, 0, 128)}, nil
+	hc.mu.Lock()
+	session, tree := hc.session, hc.tree
+	hc.mu.Unlock()
+	return &ProbeSession{conn: raw, rd: bufio.NewReaderSize(raw, 512), next: hc.nextID(), buf: make([]byte, 0, 128),
+		session: session, tree: tree}, nil
 }
 
 // Echo sends one SMB2 ECHO and waits for its answer until ctx ends. Any
@@ -169,6 +175,9 @@ func ioErr(ctx context.Context, err error) error {
 type handoverConn struct {
 	net.Conn
 	mu       sync.Mutex
+	rx       []byte // what go-smb2 read, until the frames in it are scanned
+	session  uint64 // from the TREE_CONNECT answer
+	tree     uint32
 	next     uint64
 	taken    atomic.Bool
 	released chan struct{} // closed when go-smb2's receiver has let go
@@ -197,7 +206,32 @@ func (c *handoverConn) Read(b []byte) (int, error) {
 		c.once.Do(func() { close(c.released) })
 		return 0, net.ErrClosed
 	}
+	c.scan(b[:n])
 	return n, err
+}
+
+// scan follows the frames go-smb2 reads to learn the SessionId and TreeId
+// of its IPC$ tree connect (go-smb2 does not export them). The buffer is
+// bounded: a frame too large for it is skipped unread.
+func (c *handoverConn) scan(b []byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.rx = append(c.rx, b...)
+	for len(c.rx) >= 4 {
+		n := int(c.rx[1])<<16 | int(c.rx[2])<<8 | int(c.rx[3])
+		if c.rx[0] != 0 || n > wire.MaxProbeFrame {
+			c.rx = nil // not a frame boundary we understand: stop following
+			return
+		}
+		if len(c.rx) < 4+n {
+			return
+		}
+		if h, err := wire.ParseHeader(c.rx[4 : 4+n]); err == nil && h.Response() &&
+			h.Command == wire.CmdTreeConnect && h.Status == wire.StatusSuccess {
+			c.session, c.tree = h.SessionID, h.TreeID
+		}
+		c.rx = c.rx[4+n:]
+	}
 }
 
 // handOver stops go-smb2 from reading: it wakes its blocked read with a

@@ -1,6 +1,6 @@
-// Package wire encodes and decodes the few SMB2 messages the health prober
-// sends itself (MS-SMB2 2.1 transport framing, 2.2.1 header, 2.2.28/2.2.29
-// ECHO). It is pure: no I/O beyond reading frames from an io.Reader, bounds
+// Package wire encodes and decodes the few SMB2 messages the driver sends
+// itself on a session go-smb2 set up (MS-SMB2 2.1 transport framing, 2.2.1
+// header, 2.2.28/2.2.29 ECHO, 2.2.31/2.2.32 IOCTL). It is pure: no I/O beyond reading frames from an io.Reader, bounds
 // checked before every read, never panics on untrusted bytes.
 package wire
 
@@ -16,6 +16,13 @@ const (
 	HeaderSize      = 64
 	CmdNegotiate    = 0x0000
 	CmdEcho         = 0x000D
+	CmdTreeConnect  = 0x0003
+	CmdIoctl        = 0x000B
+	StatusSuccess   = 0x00000000
+	StatusNotFound  = 0xC0000225 // a referral for a path outside any DFS namespace
+	ioctlFixedSize  = 56
+	ioctlRespFixed  = 48
+	ioctlIsFsctl    = 0x00000001
 	FlagResponse    = 0x00000001 // SMB2_FLAGS_SERVER_TO_REDIR
 	FlagAsync       = 0x00000002
 	StatusPending   = 0x00000103
@@ -41,6 +48,7 @@ type Header struct {
 	Status         uint32
 	Flags          uint32
 	MessageID      uint64
+	TreeID         uint32 // sync headers only
 	SessionID      uint64
 }
 
@@ -95,6 +103,7 @@ func ParseHeader(msg []byte) (Header, error) {
 		CreditResponse: binary.LittleEndian.Uint16(msg[14:16]),
 		Flags:          binary.LittleEndian.Uint32(msg[16:20]),
 		MessageID:      binary.LittleEndian.Uint64(msg[24:32]),
+		TreeID:         binary.LittleEndian.Uint32(msg[36:40]),
 		SessionID:      binary.LittleEndian.Uint64(msg[40:48]),
 	}, nil
 }
@@ -133,4 +142,59 @@ func NextMessageID(msg []byte) (next uint64, ok bool) {
 		return 0, false
 	}
 	return h.MessageID + uint64(max(h.CreditCharge, 1)), true
+}
+
+// IoctlRequest encodes a framed SMB2 IOCTL request carrying an FSCTL with
+// input on the given session and tree, FileId all ones (no open file, as
+// FSCTL_DFS_GET_REFERRALS wants), asking for at most maxOut bytes of
+// output. It charges and asks for one credit: input and output stay under
+// 64 KiB. Unsigned: for sessions that do not require signing.
+func IoctlRequest(messageID, sessionID uint64, treeID, ctlCode uint32, input []byte, maxOut uint32) ([]byte, error) {
+	if len(input) > MaxProbeFrame-HeaderSize-ioctlFixedSize || maxOut > MaxProbeFrame-HeaderSize-ioctlRespFixed {
+		return nil, fmt.Errorf("IOCTL input %d or output %d bytes over one credit", len(input), maxOut)
+	}
+	n := HeaderSize + ioctlFixedSize + max(len(input), 1)
+	b := make([]byte, 4+n)
+	binary.BigEndian.PutUint32(b[0:4], uint32(n)) //nolint:gosec // under MaxProbeFrame
+	h := b[4:]
+	binary.LittleEndian.PutUint32(h[0:4], protocolSMB2)
+	binary.LittleEndian.PutUint16(h[4:6], HeaderSize)
+	binary.LittleEndian.PutUint16(h[6:8], 1) // CreditCharge
+	binary.LittleEndian.PutUint16(h[12:14], CmdIoctl)
+	binary.LittleEndian.PutUint16(h[14:16], 1) // CreditRequest
+	binary.LittleEndian.PutUint64(h[24:32], messageID)
+	binary.LittleEndian.PutUint32(h[36:40], treeID)
+	binary.LittleEndian.PutUint64(h[40:48], sessionID)
+	body := h[HeaderSize:]
+	binary.LittleEndian.PutUint16(body[0:2], ioctlFixedSize+1)
+	binary.LittleEndian.PutUint32(body[4:8], ctlCode)
+	for i := 8; i < 24; i++ {
+		body[i] = 0xFF
+	}
+	binary.LittleEndian.PutUint32(body[24:28], HeaderSize+ioctlFixedSize)
+	binary.LittleEndian.PutUint32(body[28:32], uint32(len(input))) //nolint:gosec // checked above
+	binary.LittleEndian.PutUint32(body[44:48], maxOut)
+	binary.LittleEndian.PutUint32(body[48:52], ioctlIsFsctl)
+	copy(body[ioctlFixedSize:], input)
+	return b, nil
+}
+
+// IoctlOutput returns the output buffer of an IOCTL response msg (a frame
+// without its prefix, header included), bounds-checked.
+func IoctlOutput(msg []byte) ([]byte, error) {
+	if len(msg) < HeaderSize+ioctlRespFixed {
+		return nil, fmt.Errorf("%w: IOCTL response of %d bytes", ErrMalformed, len(msg))
+	}
+	body := msg[HeaderSize:]
+	if binary.LittleEndian.Uint16(body[0:2]) != ioctlRespFixed+1 {
+		return nil, fmt.Errorf("%w: IOCTL response structure size", ErrMalformed)
+	}
+	off, n := uint64(binary.LittleEndian.Uint32(body[32:36])), uint64(binary.LittleEndian.Uint32(body[36:40]))
+	if n == 0 {
+		return nil, nil
+	}
+	if off < HeaderSize+ioctlRespFixed || off+n > uint64(len(msg)) {
+		return nil, fmt.Errorf("%w: IOCTL output [%d, +%d) outside a %d-byte response", ErrMalformed, off, n, len(msg))
+	}
+	return msg[off : off+n], nil
 }

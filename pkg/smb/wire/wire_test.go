@@ -121,3 +121,61 @@ func FuzzReadFrame(f *testing.F) {
 		}
 	})
 }
+
+func ioctlResponse(out []byte, off uint32) []byte {
+	msg := make([]byte, HeaderSize+ioctlRespFixed+len(out))
+	binary.LittleEndian.PutUint32(msg[0:4], protocolSMB2)
+	binary.LittleEndian.PutUint16(msg[4:6], HeaderSize)
+	binary.LittleEndian.PutUint16(msg[12:14], CmdIoctl)
+	binary.LittleEndian.PutUint32(msg[16:20], FlagResponse)
+	body := msg[HeaderSize:]
+	binary.LittleEndian.PutUint16(body[0:2], ioctlRespFixed+1)
+	binary.LittleEndian.PutUint32(body[32:36], off)
+	binary.LittleEndian.PutUint32(body[36:40], uint32(len(out)))
+	copy(body[ioctlRespFixed:], out)
+	return msg
+}
+
+func TestIoctl(t *testing.T) {
+	req, err := IoctlRequest(7, 0x1122, 5, 0x00060194, []byte{4, 0, 'x', 0, 0, 0}, 1024)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := ParseHeader(req[4:])
+	if err != nil || h.Command != CmdIoctl || h.MessageID != 7 || h.SessionID != 0x1122 || h.TreeID != 5 || h.Response() {
+		t.Fatalf("request header %+v %v", h, err)
+	}
+	if n, ok := NextMessageID(req[4:]); !ok || n != 8 {
+		t.Fatalf("next id %d %v", n, ok)
+	}
+	body := req[4+HeaderSize:]
+	if got := binary.LittleEndian.Uint32(body[24:28]); got != HeaderSize+ioctlFixedSize || !bytes.Equal(body[ioctlFixedSize:], []byte{4, 0, 'x', 0, 0, 0}) {
+		t.Fatalf("input at %d: % x", got, body[ioctlFixedSize:])
+	}
+	if _, err := IoctlRequest(1, 1, 1, 1, make([]byte, MaxProbeFrame), 10); err == nil {
+		t.Fatal("oversized input accepted")
+	}
+	out, err := IoctlOutput(ioctlResponse([]byte("hello"), HeaderSize+ioctlRespFixed))
+	if err != nil || string(out) != "hello" {
+		t.Fatalf("output %q %v", out, err)
+	}
+	for name, msg := range map[string][]byte{
+		"short":            ioctlResponse(nil, 0)[:HeaderSize+10],
+		"past the end":     ioctlResponse([]byte("hello"), HeaderSize+ioctlRespFixed+1),
+		"inside the fixed": ioctlResponse([]byte("hello"), HeaderSize),
+	} {
+		if _, err := IoctlOutput(msg); !errors.Is(err, ErrMalformed) {
+			t.Errorf("%s: %v, want ErrMalformed", name, err)
+		}
+	}
+}
+
+func FuzzIoctlOutput(f *testing.F) {
+	f.Add(ioctlResponse([]byte("hello"), HeaderSize+ioctlRespFixed))
+	f.Fuzz(func(t *testing.T, msg []byte) {
+		out, err := IoctlOutput(msg)
+		if err == nil && len(out) > len(msg) {
+			t.Fatalf("output of %d bytes from a %d-byte message", len(out), len(msg))
+		}
+	})
+}

@@ -1,0 +1,105 @@
+package smb
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/csi-smb/csi-smb/pkg/auth"
+	"github.com/csi-smb/csi-smb/pkg/dfs"
+	"github.com/csi-smb/csi-smb/pkg/smb/wire"
+)
+
+// maxReferralBytes bounds a referral answer: hundreds of targets fit.
+const maxReferralBytes = 16 << 10
+
+// Referral asks the server for the DFS referral of path (\server\share\...)
+// with FSCTL_DFS_GET_REFERRALS on the session's IPC$ tree (MS-DFSC 3.1.4.1,
+// at most level 4). A server that knows no DFS namespace at path answers
+// STATUS_NOT_FOUND: dfs.ErrNotDFS.
+func (s *ProbeSession) Referral(ctx context.Context, path string) (dfs.Response, error) {
+	if s.tree == 0 {
+		return dfs.Response{}, fmt.Errorf("referral for %s: the session has no IPC$ tree", path)
+	}
+	in, err := dfs.EncodeRequest(4, path)
+	if err != nil {
+		return dfs.Response{}, err
+	}
+	id := s.next
+	s.next++
+	req, err := wire.IoctlRequest(id, s.session, s.tree, dfs.FsctlGetReferrals, in, maxReferralBytes)
+	if err != nil {
+		return dfs.Response{}, err
+	}
+	dl, _ := ctx.Deadline()
+	_ = s.conn.SetDeadline(dl)
+	defer interruptOn(ctx, func() { _ = s.conn.SetDeadline(time.Unix(1, 0)) })()
+	if _, err := s.conn.Write(req); err != nil {
+		return dfs.Response{}, ioErr(ctx, err)
+	}
+	for range 16 {
+		msg, err := wire.ReadFrame(s.rd, nil)
+		if err != nil {
+			return dfs.Response{}, ioErr(ctx, err)
+		}
+		h, err := wire.ParseHeader(msg)
+		if err != nil {
+			return dfs.Response{}, err
+		}
+		if !h.Response() || h.Unsolicited() || h.Interim() || h.MessageID != id {
+			continue
+		}
+		switch {
+		case h.Command != wire.CmdIoctl:
+			return dfs.Response{}, fmt.Errorf("%w: answer to IOCTL %d is command %#x", wire.ErrMalformed, id, h.Command)
+		case h.Status == wire.StatusNotFound:
+			return dfs.Response{}, fmt.Errorf("%w: %s (the server has no namespace there)", dfs.ErrNotDFS, path)
+		case h.Status != wire.StatusSuccess:
+			return dfs.Response{}, fmt.Errorf("referral for %s: status %#08x", path, h.Status)
+		}
+		out, err := wire.IoctlOutput(msg)
+		if err != nil {
+			return dfs.Response{}, err
+		}
+		return dfs.ParseResponse(out)
+	}
+	return dfs.Response{}, fmt.Errorf("%w: no answer to IOCTL %d among 16 messages", wire.ErrMalformed, id)
+}
+
+// Referrer fetches referrals over a short-lived session to the server the
+// path names (its first component), with Creds and, if the server refuses
+// them, anonymously. Referrals are cached (pkg/dfs), so a connection per
+// fetch costs little.
+type Referrer struct {
+	Dialer ProbeDialer
+	Port   string // default "445"
+	Creds  func(server string) auth.Credentials
+}
+
+// Fetch is a dfs.Fetch.
+func (r Referrer) Fetch(ctx context.Context, path string) (dfs.Referral, error) {
+	server, _, _ := strings.Cut(strings.TrimPrefix(path, `\`), `\`)
+	if server == "" {
+		return dfs.Referral{}, fmt.Errorf("referral path %q names no server", path)
+	}
+	port := r.Port
+	if port == "" {
+		port = "445"
+	}
+	var creds auth.Credentials
+	if r.Creds != nil {
+		creds = r.Creds(server)
+	}
+	s, err := r.Dialer.DialProbe(ctx, net.JoinHostPort(server, port), creds)
+	if err != nil {
+		return dfs.Referral{}, err
+	}
+	defer s.Close()
+	resp, err := s.Referral(ctx, path)
+	if err != nil {
+		return dfs.Referral{}, err
+	}
+	return dfs.ReferralOf(path, resp)
+}
