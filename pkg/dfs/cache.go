@@ -117,11 +117,18 @@ func under(path, prefix string) bool {
 	return len(path) == len(prefix) || path[len(prefix)] == '\\' || strings.HasSuffix(prefix, `\`)
 }
 
-// longestLocked returns the cached referral with the longest prefix of path.
-func (c *Cache) longestLocked(path string) *cached {
+// longestLocked returns the cached referral with the longest prefix of
+// path. A root referral answers only for the root itself: the links below
+// it have referrals of their own, which the root server gives out (with
+// below, a root referral covering a longer path is returned too, as a
+// fallback).
+func (c *Cache) longestLocked(path string, below bool) *cached {
 	var best *cached
 	for _, e := range c.entries {
-		if under(path, e.ref.Path) && (best == nil || len(e.ref.Path) > len(best.ref.Path)) {
+		if !under(path, e.ref.Path) || (e.ref.Root && !below && len(path) > len(e.ref.Path)) {
+			continue
+		}
+		if best == nil || len(e.ref.Path) > len(best.ref.Path) {
 			best = e
 		}
 	}
@@ -134,7 +141,7 @@ func (c *Cache) longestLocked(path string) *cached {
 func (c *Cache) Lookup(ctx context.Context, path string) (Referral, error) {
 	now := time.Now()
 	c.mu.Lock()
-	e := c.longestLocked(path)
+	e := c.longestLocked(path, false)
 	if e != nil {
 		e.used = now
 		if now.Sub(e.fetched) < e.ttl {
@@ -158,10 +165,18 @@ func (c *Cache) Lookup(ctx context.Context, path string) (Referral, error) {
 		}
 		return ref, nil
 	}
-	if e != nil && !errors.Is(err, ErrNotDFS) {
-		c.mu.Lock()
-		defer c.mu.Unlock()
+	if errors.Is(err, ErrNotDFS) {
+		return Referral{}, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e != nil {
 		return e.withHint(), nil // the root is down: serve what we have
+	}
+	if root := c.longestLocked(path, true); root != nil {
+		// No referral of the link, and its root server is down: the root
+		// referral names the other root servers to ask.
+		return root.withHint(), nil
 	}
 	return Referral{}, err
 }
@@ -176,11 +191,15 @@ func (c *Cache) refresh(ctx context.Context, path string) (Referral, error) {
 		f = &flight{done: make(chan struct{})}
 		c.flights[k] = f
 		c.mu.Unlock()
-		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.opts.FetchTimeout)
-		f.ref, f.err = c.fetch(fctx, path)
-		cancel()
-		c.store(k, path, f)
-		close(f.done)
+		// The fetch outlives a caller that gives up (bounded by
+		// FetchTimeout), so its answer is cached for the next one.
+		go func() {
+			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.opts.FetchTimeout)
+			f.ref, f.err = c.fetch(fctx, path)
+			cancel()
+			c.store(k, f)
+			close(f.done)
+		}()
 	} else {
 		c.mu.Unlock()
 	}
@@ -200,7 +219,7 @@ func (c *Cache) refresh(ctx context.Context, path string) (Referral, error) {
 	return f.ref, nil
 }
 
-func (c *Cache) store(k, path string, f *flight) {
+func (c *Cache) store(k string, f *flight) {
 	now := time.Now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -261,7 +280,7 @@ func (e *cached) withHint() Referral {
 func (c *Cache) SetHint(path, target string) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	e := c.longestLocked(path)
+	e := c.longestLocked(path, false)
 	if e == nil {
 		return fmt.Errorf("no cached referral covers %s", path)
 	}
