@@ -72,6 +72,7 @@ type Deps struct {
 	Remounts  RemountRecorder  // node: optional
 	OpenShare OpenShare        // controller
 	Inventory Inventory        // controller: its volumes and their health
+	DFS       DFSNode          // node: optional; without it DFS paths are mounted like any share
 	Now       func() time.Time // default time.Now
 }
 

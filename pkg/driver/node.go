@@ -129,10 +129,23 @@ func (d *Driver) NodeStageVolume(ctx context.Context, req *csi.NodeStageVolumeRe
 	defer unlock()
 	staging, source := filepath.Clean(req.GetStagingTargetPath()), vol.Location().String()
 	st := &staged{vol: vol, staging: staging, source: source, options: opts, creds: creds,
-		claim: kube.ObjectsFromContext(req.GetVolumeContext())}
+		claim: kube.ObjectsFromContext(req.GetVolumeContext()), dfs: d.dfsTargets(ctx, vol, creds)}
 	done, err := d.checkStaged(ctx, staging, source)
 	if err != nil {
 		return nil, toStatus(err)
+	}
+	if !done && st.dfs != nil {
+		// Mount the DFS path itself (a mount of a resolved target would lose
+		// the kernel's failover), after fencing the targets known dead so
+		// the kernel's first choice answers.
+		release := d.deps.DFS.Acquire(st.dfs, creds)
+		defer release() // the Monitor holds its own probes from watch on
+		pctx, cancel := context.WithTimeout(ctx, prepareWait)
+		err := d.deps.DFS.Prepare(pctx, st.dfs)
+		cancel()
+		if err != nil {
+			klog.ErrorS(err, "cannot fence the dead DFS targets before a mount", "volumeID", req.GetVolumeId())
+		}
 	}
 	if !done {
 		if err := os.MkdirAll(staging, 0o750); err != nil {
@@ -203,6 +216,9 @@ func (d *Driver) NodeUnstageVolume(ctx context.Context, req *csi.NodeUnstageVolu
 		unmount = d.deps.Mounter.Detach
 	}
 	d.deps.Monitor.Remove(req.GetVolumeId())
+	if d.deps.DFS != nil {
+		d.deps.DFS.Remove(req.GetVolumeId())
+	}
 	if err := unmount(ctx, staging); err != nil {
 		return nil, toStatus(fmt.Errorf("volume %s: %w", req.GetVolumeId(), err))
 	}

@@ -12,6 +12,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/csi-smb/csi-smb/pkg/auth"
+	"github.com/csi-smb/csi-smb/pkg/failover"
 	"github.com/csi-smb/csi-smb/pkg/health"
 	"github.com/csi-smb/csi-smb/pkg/kube"
 	"github.com/csi-smb/csi-smb/pkg/mount"
@@ -35,6 +36,7 @@ type staged struct {
 	source  string
 	options []string
 	creds   auth.Credentials
+	dfs     []string               // ip:port of every target of its DFS link; nil: not DFS
 	claim   []kube.Object          // the PVC, from the volume context
 	targets map[string]publication // publish path -> what is there
 }
@@ -141,10 +143,20 @@ func (d *Driver) watch(ctx context.Context, id string, s *staged) {
 	if err == nil {
 		initial = &res
 	}
+	server := serverAddr(s.vol.Source)
+	if s.dfs != nil {
+		server = s.dfs[0]
+		if info, ok, err := d.deps.Mounter.Find(s.staging); err == nil && ok && info.ServerAddr() != "" {
+			server = info.ServerAddr()
+		}
+	}
 	d.deps.Monitor.Add(health.VolumeSpec{
-		ID: id, Staging: s.staging, Server: serverAddr(s.vol.Source),
+		ID: id, Staging: s.staging, Server: server, Targets: s.dfs,
 		Creds: s.creds, Remountable: true, Initial: initial,
 	})
+	if s.dfs != nil {
+		d.deps.DFS.Add(failover.Volume{ID: id, Staging: s.staging, Targets: s.dfs}, server)
+	}
 }
 
 func serverAddr(src volume.Source) string { return src.Address() }

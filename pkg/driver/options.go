@@ -38,6 +38,10 @@ type Options struct {
 	RemountGrace   time.Duration // a mount broken this long while its server answers is remounted
 	KubeAPI        bool          // use the Kubernetes API: node Events, controller PV listing
 	Kubeconfig     string        // for KubeAPI; empty: in-cluster
+
+	// DFS.
+	DFSFailover     bool          // fence a dead DFS target and end the kernel's connections to it
+	DFSUnfenceAfter time.Duration // lift a fence once its target has been healthy this long
 }
 
 // DefaultOptions are the flag defaults.
@@ -46,6 +50,7 @@ func DefaultOptions() Options {
 		Endpoint: "unix:///csi/csi.sock", Mode: ModeAll, DriverName: DefaultDriverName,
 		MountTimeout: 30 * time.Second, SMBTimeout: 30 * time.Second, StatsTimeout: time.Second,
 		ProbeInterval: time.Second, CheckInterval: 2 * time.Second, RemountGrace: 10 * time.Second,
+		DFSFailover: true, DFSUnfenceAfter: 30 * time.Second,
 	}
 }
 
@@ -65,6 +70,8 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&o.RemountGrace, "remount-grace", d.RemountGrace, "remount a mount that stays broken this long while its server answers")
 	fs.BoolVar(&o.KubeAPI, "kube-api", false, "use the Kubernetes API: the node writes Events on the pods and PVC of a volume whose health changes; the controller lists its PersistentVolumes at start to watch their health")
 	fs.StringVar(&o.Kubeconfig, "kubeconfig", "", "kubeconfig for --kube-api; empty: in-cluster config")
+	fs.BoolVar(&o.DFSFailover, "dfs-failover", d.DFSFailover, "fail a DFS volume over in place when the target it uses is unreachable: fence that target on the node (nftables, needs CAP_NET_ADMIN) and end the kernel's connections to it; false leaves failover to the kernel alone")
+	fs.DurationVar(&o.DFSUnfenceAfter, "dfs-unfence-after", d.DFSUnfenceAfter, "lift the fence on a DFS target once it has been healthy this long (no failback: mounts stay where they are)")
 }
 
 // Validate checks the options and says what is wrong.
@@ -86,7 +93,7 @@ func (o *Options) Validate() error {
 	}
 	for name, d := range map[string]time.Duration{"--mount-timeout": o.MountTimeout, "--smb-timeout": o.SMBTimeout,
 		"--stats-timeout": o.StatsTimeout, "--probe-interval": o.ProbeInterval, "--check-interval": o.CheckInterval,
-		"--remount-grace": o.RemountGrace} {
+		"--remount-grace": o.RemountGrace, "--dfs-unfence-after": o.DFSUnfenceAfter} {
 		if d <= 0 {
 			errs = append(errs, fmt.Errorf("%s must be positive", name))
 		}

@@ -293,10 +293,20 @@ func (f *Fence) Installed() ([]netip.Addr, error) {
 	return out, nil
 }
 
-// Run rebuilds the table (retrying until it can), then re-arms every fenced
-// address each Refresh until ctx ends, and removes the table then: a
-// plugin that stops cleanly leaves no fence behind.
+// Run reconciles at start: a table left by an earlier process is rebuilt
+// empty (its fences are not this process's to keep); without one, nothing
+// is created until the first Add. Then it re-arms every fenced address each
+// Refresh until ctx ends, and removes the table then: a plugin that stops
+// cleanly leaves no fence behind.
 func (f *Fence) Run(ctx context.Context) error {
+	if left, err := f.exists(); err != nil {
+		klog.ErrorS(err, "cannot read nftables; DFS fencing will fail until it can", "table", f.opts.Table)
+	} else if left {
+		klog.InfoS("rebuilding the DFS fence table an earlier process left", "table", f.opts.Table)
+		if err := f.Reconcile(); err != nil {
+			klog.ErrorS(err, "cannot rebuild the DFS fence table", "table", f.opts.Table)
+		}
+	}
 	t := time.NewTicker(f.opts.Refresh)
 	defer t.Stop()
 	for {
@@ -305,9 +315,11 @@ func (f *Fence) Run(ctx context.Context) error {
 		want := slices.Collect(maps.Keys(f.want))
 		f.mu.Unlock()
 		var err error
-		if !ready {
+		switch {
+		case len(want) == 0:
+		case !ready:
 			err = f.Reconcile()
-		} else {
+		default:
 			f.nl.Lock()
 			err = f.armLocked(want)
 			f.nl.Unlock()
@@ -321,6 +333,21 @@ func (f *Fence) Run(ctx context.Context) error {
 		case <-t.C:
 		}
 	}
+}
+
+// exists reports whether the table is there.
+func (f *Fence) exists() (bool, error) {
+	f.nl.Lock()
+	defer f.nl.Unlock()
+	c, err := f.conn()
+	if err != nil {
+		return false, err
+	}
+	tables, err := c.ListTablesOfFamily(nftables.TableFamilyINet)
+	if err != nil {
+		return false, fmt.Errorf("nftables: list tables: %w", err)
+	}
+	return slices.ContainsFunc(tables, func(x *nftables.Table) bool { return x.Name == f.opts.Table }), nil
 }
 
 func (f *Fence) remove() error {

@@ -269,3 +269,29 @@ func TestKill(t *testing.T) {
 		t.Fatalf("prober connection: %v, want it alive (a read timeout)", err)
 	}
 }
+
+// TestRunRebuildsWhatACrashLeft: a fence left by a process that died is
+// lifted when the next one starts, without waiting for its timeout.
+func TestRunRebuildsWhatACrashLeft(t *testing.T) {
+	fd := netns(t)
+	listen(t, fd)
+	crashed := New(Options{NetNS: fd, TTL: time.Hour})
+	if err := crashed.Add(lo); err != nil || !refused(t, fd) {
+		t.Fatalf("fence: %v", err)
+	}
+	f := New(Options{NetNS: fd})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- f.Run(ctx) }()
+	deadline := time.Now().Add(2 * time.Second)
+	for refused(t, fd) {
+		if time.Now().After(deadline) {
+			t.Fatal("the next process did not lift the fence a crashed one left")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}

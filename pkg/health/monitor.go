@@ -2,6 +2,7 @@ package health
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"time"
 
@@ -22,8 +23,11 @@ type Probes interface {
 // VolumeSpec describes a staged volume to watch.
 type VolumeSpec struct {
 	ID      string
-	Staging string           // the mount to check
-	Server  string           // host:port of its SMB server
+	Staging string // the mount to check
+	Server  string // host:port of its SMB server (DFS: the target the mount uses)
+	// Targets are every DFS target of the volume's link (host:port, Server
+	// among them); empty for a plain share. All are probed.
+	Targets []string
 	Creds   auth.Credentials // for the server's probe session (empty: anonymous)
 	// Remountable: the node can replace a wedged staging mount (false for a
 	// volume adopted after a restart: its mount options are not known).
@@ -71,6 +75,7 @@ type watched struct {
 	serverUp  time.Time // when the server last came back from Unreachable
 	serverOut bool      // the server was Unreachable at the last look
 	remounted time.Time // last successful remount
+	failover  Failover  // the last change of DFS target
 	tried     time.Time // last remount request
 	wanted    time.Time // the pending remount request, zero when none
 	started   bool
@@ -98,7 +103,17 @@ func NewMonitor(st Statter, probes Probes, store *Store, o MonitorOptions) *Moni
 // Add starts watching a volume (replacing an earlier spec of the same ID)
 // and acquires a probe of its server.
 func (m *Monitor) Add(spec VolumeSpec) {
-	w := &watched{spec: spec, release: m.probes.Acquire(spec.Server, spec.Creds), wake: make(chan struct{}, 1)}
+	releases := []func(){m.probes.Acquire(spec.Server, spec.Creds)}
+	for _, t := range spec.Targets {
+		if t != spec.Server {
+			releases = append(releases, m.probes.Acquire(t, spec.Creds))
+		}
+	}
+	w := &watched{spec: spec, wake: make(chan struct{}, 1), release: func() {
+		for _, r := range releases {
+			r()
+		}
+	}}
 	now := time.Now()
 	if spec.Initial != nil {
 		w.record(ClassifyStat(*spec.Initial, nil, m.opts.StatTimeout, now), *spec.Initial)
@@ -149,6 +164,9 @@ func (m *Monitor) serverChanged(addr string, sv Verdict) {
 	defer m.mu.Unlock()
 	for id, w := range m.vols {
 		if w.spec.Server != addr {
+			if slices.Contains(w.spec.Targets, addr) {
+				m.publishLocked(id, w, now) // a standby target changed
+			}
 			continue
 		}
 		if w.serverOut && !down {
@@ -299,6 +317,25 @@ func (m *Monitor) Remounted(id string, err error) {
 		w.check = MountCheck{OK: true, Reason: ReasonMountOK, Message: "remounted", At: now}
 	}
 	m.publishLocked(id, w, now)
+}
+
+// Retarget records that a DFS volume's mount is now connected to active;
+// from is the target it left ("" when it was not known).
+func (m *Monitor) Retarget(id, active, from string, at time.Time) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	w, ok := m.vols[id]
+	if !ok || w.spec.Server == active {
+		return
+	}
+	w.spec.Server = active
+	sv, _ := m.store.Server(active)
+	w.serverOut = sv.State == StateUnreachable
+	if from != "" {
+		w.failover = Failover{From: from, To: active, At: at}
+	}
+	m.publishLocked(id, w, at)
+	poke(w.wake)
 }
 
 // publishLocked writes w's verdict to the store, if w is still watched.

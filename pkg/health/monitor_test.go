@@ -333,3 +333,61 @@ func TestMonitorShortOutage(t *testing.T) {
 		}
 	})
 }
+
+// TestMonitorDFSVerdicts: a DFS volume is judged on the target its mount
+// uses, with the others: a standby down degrades it, all down is
+// NoHealthyTarget, a move is FailedOver for NoticeTTL.
+func TestMonitorDFSVerdicts(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		store := NewStore()
+		up := Verdict{State: StateHealthy, Reason: ReasonReachable}
+		down := Verdict{State: StateUnreachable, Reason: ReasonUnreachable}
+		store.SetServer("a:445", up)
+		store.SetServer("b:445", up)
+		probes := &fakeProbes{refs: map[string]int{}}
+		m := NewMonitor(mount.NewStatter(func(string, *unix.Statfs_t) error { return nil }), probes, store, MonitorOptions{})
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error)
+		go func() { done <- m.Run(ctx) }()
+		defer func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Error(err)
+			}
+		}()
+		m.Add(VolumeSpec{ID: "v", Staging: "/s", Server: "a:445", Targets: []string{"a:445", "b:445"}, Initial: &mount.StatResult{}})
+		if probes.refs["a:445"] != 1 || probes.refs["b:445"] != 1 {
+			t.Fatalf("probes %v: every target is probed", probes.refs)
+		}
+		reason := func() string { synctest.Wait(); v, _ := store.Volume("v"); return v.Reason }
+		if r := reason(); r != ReasonVolumeHealthy {
+			t.Fatalf("both up: %s", r)
+		}
+		store.SetServer("b:445", down)
+		if r := reason(); r != ReasonTargetUnreachable {
+			t.Fatalf("standby down: %s", r)
+		}
+		store.SetServer("a:445", down)
+		if r := reason(); r != ReasonNoHealthyTarget {
+			t.Fatalf("all down: %s", r)
+		}
+		store.SetServer("b:445", up)
+		if r := reason(); r != ReasonUnreachable {
+			t.Fatalf("active down, standby up: %s", r)
+		}
+		m.Retarget("v", "b:445", "a:445", time.Now())
+		time.Sleep(3 * time.Second) // a mount check on the new target
+		if v, _ := store.Volume("v"); v.Reason != ReasonFailedOver || v.Server != "b:445" || v.State != StateDegraded {
+			t.Fatalf("after the move: %+v", v)
+		}
+		store.SetServer("a:445", up)
+		time.Sleep(3 * time.Minute)
+		if r := reason(); r != ReasonVolumeHealthy {
+			t.Fatalf("after the notice: %s", r)
+		}
+		m.Remove("v")
+		if probes.refs["a:445"] != 0 || probes.refs["b:445"] != 0 {
+			t.Fatalf("probes %v held after Remove", probes.refs)
+		}
+	})
+}

@@ -2,6 +2,7 @@ package health
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/csi-smb/csi-smb/pkg/mount"
@@ -12,7 +13,17 @@ const (
 	ReasonVolumeHealthy = "VolumeHealthy"
 	ReasonRemounted     = "Remounted"
 	ReasonReconnecting  = "MountReconnecting"
+	// DFS volumes.
+	ReasonFailedOver        = "FailedOver"        // the mount moved to another target (notice)
+	ReasonTargetUnreachable = "TargetUnreachable" // a standby target is down; the volume is served
+	ReasonNoHealthyTarget   = "NoHealthyTarget"   // every target is down
 )
+
+// Failover is a change of the DFS target a volume's mount uses.
+type Failover struct {
+	From, To string
+	At       time.Time
+}
 
 // VolumeVerdict is the health of one staged volume: its mount check
 // combined with the verdict on its server.
@@ -45,6 +56,9 @@ func (m *Monitor) verdictLocked(w *watched, now time.Time) VolumeVerdict {
 		check = MountCheck{Reason: ReasonReconnecting, At: check.At, Message: msg}
 	}
 	v := Combine(check, sv, now.Sub(w.remounted) < m.opts.NoticeTTL && !w.remounted.IsZero())
+	if len(w.spec.Targets) > 0 {
+		v = m.dfsLocked(w, v, now)
+	}
 	v.Server, v.Usage, v.UsageAt, v.Check, v.RemountWanted = w.spec.Server, w.usage, w.usageAt, check, w.wanted
 	if !check.OK && w.spec.Remountable && w.wanted.IsZero() && v.Reason != ReasonUnreachable && !w.unverified() {
 		if left := m.opts.RemountGrace - now.Sub(w.failingSince()); left > 0 {
@@ -85,4 +99,33 @@ func serverNote(sv Verdict) string {
 		return "; the SMB server: " + sv.Message
 	}
 	return ""
+}
+
+// dfsLocked refines a DFS volume's verdict with its other targets: all
+// down is NoHealthyTarget; the active one down while another answers is a
+// failover in progress; a recent move is FailedOver; a standby down is
+// TargetUnreachable (the volume is served, with less redundancy).
+func (m *Monitor) dfsLocked(w *watched, v VolumeVerdict, now time.Time) VolumeVerdict {
+	var down, up []string
+	for _, t := range w.spec.Targets {
+		if sv, ok := m.store.Server(t); ok && sv.State == StateUnreachable {
+			down = append(down, t)
+		} else {
+			up = append(up, t)
+		}
+	}
+	switch {
+	case len(up) == 0:
+		return VolumeVerdict{State: StateUnreachable, Reason: ReasonNoHealthyTarget,
+			Message: "every DFS target is unreachable: " + strings.Join(down, ", ")}
+	case v.State == StateUnreachable && v.Reason == ReasonUnreachable:
+		v.Message = fmt.Sprintf("DFS target %s unreachable; failing over to %s (%s)", w.spec.Server, strings.Join(up, ", "), v.Message)
+	case v.State == StateHealthy && !w.failover.At.IsZero() && now.Sub(w.failover.At) < m.opts.NoticeTTL:
+		v = VolumeVerdict{State: StateDegraded, Reason: ReasonFailedOver, Message: fmt.Sprintf("failed over from DFS target %s to %s at %s",
+			w.failover.From, w.failover.To, w.failover.At.UTC().Format(time.RFC3339))}
+	case v.State == StateHealthy && len(down) > 0:
+		v = VolumeVerdict{State: StateDegraded, Reason: ReasonTargetUnreachable, Message: fmt.Sprintf("standby DFS target %s unreachable; served by %s",
+			strings.Join(down, ", "), w.spec.Server)}
+	}
+	return v
 }

@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -280,6 +281,24 @@ type Info struct {
 	Minor      int
 	Options    []string // per-mount options (ro, nosuid, ...)
 	Super      []string // filesystem options (cifs: addr=, vers=, soft, ...)
+}
+
+// ServerAddr is the ip:port a cifs mount is connected to now (its addr=
+// and port= options; for a DFS mount, the target in use), or "".
+func (i Info) ServerAddr() string {
+	addr, port := "", "445"
+	for _, o := range i.Super {
+		if v, ok := strings.CutPrefix(o, "addr="); ok {
+			addr = v
+		}
+		if v, ok := strings.CutPrefix(o, "port="); ok {
+			port = v
+		}
+	}
+	if addr == "" {
+		return ""
+	}
+	return net.JoinHostPort(addr, port)
 }
 
 // ReadOnly reports whether the mount is read-only.

@@ -15,7 +15,10 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/csi-smb/csi-smb/pkg/auth"
+	"github.com/csi-smb/csi-smb/pkg/dfs"
 	"github.com/csi-smb/csi-smb/pkg/driver"
+	"github.com/csi-smb/csi-smb/pkg/failover"
+	"github.com/csi-smb/csi-smb/pkg/fence"
 	"github.com/csi-smb/csi-smb/pkg/health"
 	"github.com/csi-smb/csi-smb/pkg/inventory"
 	"github.com/csi-smb/csi-smb/pkg/kube"
@@ -29,13 +32,19 @@ import (
 // Parts are the collaborators a test may replace; zero values get the
 // production ones.
 type Parts struct {
-	Dialer    health.Dialer    // probe sessions: SMB2 over TCP
+	Dialer health.Dialer // probe sessions: SMB2 over TCP
+	// Dial opens the TCP connections of the default prober and of DFS
+	// referrals; default net.Dialer, with the fence's mark on the node.
+	Dial      smb.DialFunc
 	Mounter   driver.Mounter   // kernel cifs mounts
 	Statfs    mount.StatfsFunc // statfs(2)
 	OpenShare driver.OpenShare // the controller's SMB sessions: a pool
 	// Kube is the API client for --kube-api; default from opts.Kubeconfig.
-	Kube      kubernetes.Interface
-	Registry  *prometheus.Registry // metrics; default a new registry
+	Kube     kubernetes.Interface
+	Registry *prometheus.Registry // metrics; default a new registry
+	// Fence is the node's DFS fence; default one on the host's nftables
+	// (the node only: it needs CAP_NET_ADMIN).
+	Fence     *fence.Fence
 	Prober    health.ProberOptions
 	Monitor   health.MonitorOptions
 	Inventory inventory.Options
@@ -48,6 +57,7 @@ type Plugin struct {
 	Prober    *health.Prober
 	Monitor   *health.Monitor
 	Inventory *inventory.Inventory
+	Failover  *failover.Controller // node only
 	Registry  *prometheus.Registry
 	opts      driver.Options
 	runs      []func(context.Context) error
@@ -66,8 +76,16 @@ func New(opts driver.Options, parts Parts) (*Plugin, error) {
 	if err != nil {
 		return nil, err
 	}
+	if parts.Fence == nil && opts.ServesNode() {
+		parts.Fence = fence.New(fence.Options{})
+	}
+	var mark uint32
+	if opts.ServesNode() && opts.DFSFailover {
+		mark = parts.Fence.Mark() // the prober's sockets pass the fence
+	}
+	probeDialer := smb.ProbeDialer{Dial: parts.Dial, Mark: mark}
 	if parts.Dialer == nil {
-		parts.Dialer = health.Adapt(smb.ProbeDialer{}.DialProbe)
+		parts.Dialer = health.Adapt(probeDialer.DialProbe)
 	}
 	if parts.Mounter == nil {
 		parts.Mounter = mount.New(mount.Options{})
@@ -100,6 +118,23 @@ func New(opts driver.Options, parts Parts) (*Plugin, error) {
 	deps := driver.Deps{
 		Mounter: parts.Mounter, Statter: statter, Monitor: p.Monitor, Verdicts: p.Store, Remounts: m,
 		OpenShare: parts.OpenShare, Inventory: p.Inventory,
+	}
+	if opts.ServesNode() {
+		referrer := &smb.Referrer{Dialer: probeDialer}
+		cache := dfs.NewCache(referrer.Fetch, dfs.CacheOptions{})
+		mounter := parts.Mounter
+		p.Failover = failover.New(p.Store, parts.Fence, func() (map[string]string, error) {
+			infos, err := mounter.List()
+			out := make(map[string]string, len(infos))
+			for _, i := range infos {
+				if a := i.ServerAddr(); a != "" {
+					out[i.MountPoint] = a
+				}
+			}
+			return out, err
+		}, p.Monitor, failover.Options{Disabled: !opts.DFSFailover, UnfenceAfter: opts.DFSUnfenceAfter})
+		deps.DFS = &dfsNode{resolver: dfs.NewResolver(cache), probes: p.Prober, failover: p.Failover}
+		p.runs = append(p.runs, cache.Run, parts.Fence.Run, p.Failover.Run)
 	}
 	if opts.KubeAPI {
 		client := parts.Kube
@@ -181,3 +216,34 @@ func dirChecker(open driver.OpenShare) inventory.DirChecker {
 		return provision.Exists(ctx, sh, v)
 	}
 }
+
+// dfsNode is the driver's view of the node's DFS parts.
+type dfsNode struct {
+	resolver *dfs.Resolver
+	probes   *health.Prober
+	failover *failover.Controller
+}
+
+func (n *dfsNode) Resolve(ctx context.Context, path string, creds auth.Credentials) (dfs.Resolution, error) {
+	return n.resolver.Resolve(smb.WithCredentials(ctx, creds), path)
+}
+
+func (n *dfsNode) Acquire(targets []string, creds auth.Credentials) func() {
+	var releases []func()
+	for _, t := range targets {
+		releases = append(releases, n.probes.Acquire(t, creds))
+	}
+	return func() {
+		for _, r := range releases {
+			r()
+		}
+	}
+}
+
+func (n *dfsNode) Prepare(ctx context.Context, targets []string) error {
+	return n.failover.Prepare(ctx, targets)
+}
+
+func (n *dfsNode) Add(v failover.Volume, active string) { n.failover.Add(v, active) }
+
+func (n *dfsNode) Remove(id string) { n.failover.Remove(id) }

@@ -9,9 +9,11 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	smb2 "github.com/cloudsoda/go-smb2"
+	"golang.org/x/sys/unix"
 
 	"github.com/csi-smb/csi-smb/pkg/auth"
 	"github.com/csi-smb/csi-smb/pkg/smb/wire"
@@ -24,8 +26,13 @@ import (
 // itself. That saves go-smb2's two goroutines per connection and their
 // hand-offs on every ECHO: what makes a thousand probed servers cheap.
 type ProbeDialer struct {
-	// Dial opens the TCP connection; default net.Dialer.DialContext.
+	// Dial opens the TCP connection; default net.Dialer.DialContext, with
+	// Mark on the socket.
 	Dial DialFunc
+	// Mark, when non-zero, is set as SO_MARK on the default dialer's
+	// sockets: the DFS fence lets marked sockets through, so the prober
+	// keeps watching a fenced target. Setting it needs CAP_NET_ADMIN.
+	Mark uint32
 }
 
 // ProbeSession is one probe connection, used by one goroutine at a time.
@@ -56,7 +63,11 @@ func (d ProbeDialer) dial(ctx context.Context, addr string, creds auth.Credentia
 	}
 	dialFn := d.Dial
 	if dialFn == nil {
-		dialFn = (&net.Dialer{}).DialContext
+		nd := &net.Dialer{}
+		if d.Mark != 0 {
+			nd.Control = markSocket(d.Mark)
+		}
+		dialFn = nd.DialContext
 	}
 	raw, err := dialFn(ctx, "tcp", addr)
 	if err != nil {
@@ -251,4 +262,20 @@ func (c *handoverConn) nextID() uint64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.next
+}
+
+// markSocket sets SO_MARK on a socket before it connects.
+func markSocket(mark uint32) func(network, address string, c syscall.RawConn) error {
+	return func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		if err := c.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, int(mark))
+		}); err != nil {
+			return err
+		}
+		if serr != nil {
+			return fmt.Errorf("SO_MARK %#x: %w", mark, serr)
+		}
+		return nil
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/csi-smb/csi-smb/pkg/auth"
@@ -69,17 +70,28 @@ func (s *ProbeSession) Referral(ctx context.Context, path string) (dfs.Response,
 }
 
 // Referrer fetches referrals over a short-lived session to the server the
-// path names (its first component), with Creds and, if the server refuses
-// them, anonymously. Referrals are cached (pkg/dfs), so a connection per
-// fetch costs little.
+// path names (its first component), with the credentials the context
+// carries (WithCredentials), else Creds, else the last ones seen for that
+// server, and, if the server refuses them, anonymously. Referrals are
+// cached (pkg/dfs), so a connection per fetch costs little.
 type Referrer struct {
 	Dialer ProbeDialer
 	Port   string // default "445"
 	Creds  func(server string) auth.Credentials
+	mu     sync.Mutex
+	last   map[string]auth.Credentials // by server, for background refreshes
+}
+
+type credsKey struct{}
+
+// WithCredentials returns ctx carrying creds for the referrals fetched
+// under it.
+func WithCredentials(ctx context.Context, creds auth.Credentials) context.Context {
+	return context.WithValue(ctx, credsKey{}, creds)
 }
 
 // Fetch is a dfs.Fetch.
-func (r Referrer) Fetch(ctx context.Context, path string) (dfs.Referral, error) {
+func (r *Referrer) Fetch(ctx context.Context, path string) (dfs.Referral, error) {
 	server, _, _ := strings.Cut(strings.TrimPrefix(path, `\`), `\`)
 	if server == "" {
 		return dfs.Referral{}, fmt.Errorf("referral path %q names no server", path)
@@ -88,10 +100,20 @@ func (r Referrer) Fetch(ctx context.Context, path string) (dfs.Referral, error) 
 	if port == "" {
 		port = "445"
 	}
-	var creds auth.Credentials
-	if r.Creds != nil {
+	creds, given := ctx.Value(credsKey{}).(auth.Credentials)
+	r.mu.Lock()
+	switch {
+	case given && creds.Username != "":
+		if r.last == nil {
+			r.last = map[string]auth.Credentials{}
+		}
+		r.last[strings.ToLower(server)] = creds
+	case r.Creds != nil:
 		creds = r.Creds(server)
+	default:
+		creds = r.last[strings.ToLower(server)]
 	}
+	r.mu.Unlock()
 	s, err := r.Dialer.DialProbe(ctx, net.JoinHostPort(server, port), creds)
 	if err != nil {
 		return dfs.Referral{}, err

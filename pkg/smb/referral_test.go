@@ -36,7 +36,7 @@ func TestReferrerFetch(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		srv := smbresponder.New(smbresponder.Options{Referral: namespace})
-		r := Referrer{Dialer: pipeDialer(ctx, srv)}
+		r := &Referrer{Dialer: pipeDialer(ctx, srv)}
 		ref, err := r.Fetch(ctx, `\10.0.0.1\dfs\multi\pvc-1`)
 		if err != nil {
 			t.Fatal(err)
@@ -48,7 +48,7 @@ func TestReferrerFetch(t *testing.T) {
 		if _, err := r.Fetch(ctx, `\10.0.0.1\share\x`); !errors.Is(err, dfs.ErrNotDFS) {
 			t.Fatalf("a path outside the namespace: %v, want ErrNotDFS", err)
 		}
-		if _, err := (Referrer{Dialer: pipeDialer(ctx, smbresponder.New(smbresponder.Options{}))}).Fetch(ctx, `\10.0.0.1\dfs\multi`); err == nil || errors.Is(err, dfs.ErrNotDFS) {
+		if _, err := (&Referrer{Dialer: pipeDialer(ctx, smbresponder.New(smbresponder.Options{}))}).Fetch(ctx, `\10.0.0.1\dfs\multi`); err == nil || errors.Is(err, dfs.ErrNotDFS) {
 			t.Fatalf("a server without DFS support: %v, want an error that is not ErrNotDFS", err)
 		}
 		if n := srv.Requests(smbresponder.CmdIoctl); n != 2 {

@@ -30,7 +30,7 @@ func TestReferralsFromSamba(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			r := smb.Referrer{Creds: func(string) auth.Credentials { return tc.creds }}
+			r := &smb.Referrer{Creds: func(string) auth.Credentials { return tc.creds }}
 			link, err := r.Fetch(ctx, `\10.213.0.1\dfs\multi\pvc-1\sub`)
 			if err != nil {
 				t.Fatal(err)

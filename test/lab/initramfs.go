@@ -14,10 +14,13 @@ import (
 )
 
 // guestModules are loaded in the guest, with their dependencies: virtio
-// network and 9p for the host share, cifs and the crypto SMB3 signing needs.
+// network and 9p for the host share, cifs and the crypto SMB3 signing needs,
+// nf_tables with reject for the DFS fence and tcp_diag for ending the
+// kernel's connections to a fenced target.
 var guestModules = []string{
 	"virtio_pci", "virtio_net", "9pnet_virtio", "9p", "nls_utf8",
 	"gcm", "ccm", "cmac", "sha512_ssse3", "ecb", "aesni_intel", "cifs",
+	"nf_tables", "nft_reject_inet", "inet_diag", "tcp_diag",
 }
 
 // guestBins are the host binaries the node plugin needs in the guest:

@@ -5,9 +5,14 @@
 // Layout (all addresses inside namespaces this package creates and deletes):
 //
 //	netns <prefix>br    bridge br0; ports: one veth per server, the client veth, tap0 of the guest
-//	netns <prefix>n1    smbd 10.213.0.1  shares share, shareA, shareB and DFS root dfs (link multi -> n2,n3)
-//	netns <prefix>n2    smbd 10.213.0.2
-//	netns <prefix>n3    smbd 10.213.0.3
+//	netns <prefix>n1    smbd 10.213.0.1  shares share, shareA, shareB and DFS root dfs (links multi, ha -> n2,n3)
+//	netns <prefix>n2    smbd 10.213.0.2  also share ha: the directory HADir, which n3 serves too
+//	netns <prefix>n3    smbd 10.213.0.3  also share ha
+//
+// The DFS link dfs\ha has two targets on one backing directory, as a
+// clustered NAS serves one file system from several nodes: data written
+// through one target is there after a failover to the other.
+//
 //	netns <prefix>c     10.213.0.20, where host-side integration tests run
 //	guest               10.213.0.10 on tap0
 //
@@ -26,6 +31,10 @@ import (
 // Fixed lab facts. The password is a lab-only secret; tests also use it to
 // prove secrets never leak, so it is deliberately distinctive.
 const (
+	// HASource is the DFS link whose two targets share one directory.
+	HASource = "//10.213.0.1/dfs/ha"
+	// HADir is that directory, relative to the lab directory.
+	HADir      = "ha"
 	Subnet     = "10.213.0.0/24"
 	ClientIP   = "10.213.0.20"
 	GuestIP    = "10.213.0.10"

@@ -145,13 +145,24 @@ func (l *Lab) configure(ctx context.Context, s *Server) error {
 			conf += "  msdfs root = yes\n"
 		}
 	}
+	if s.Name == "n2" || s.Name == "n3" {
+		ha := filepath.Join(l.Dir, HADir)
+		if err := os.MkdirAll(ha, 0o777); err != nil {
+			return fmt.Errorf("configure %s: %w", s.Name, err)
+		}
+		if err := os.Chmod(ha, 0o777); err != nil {
+			return fmt.Errorf("configure %s: %w", s.Name, err)
+		}
+		conf += fmt.Sprintf("[ha]\n  path = %s\n  read only = no\n  force user = %s\n", ha, User)
+	}
 	if err := os.WriteFile(s.conf(), []byte(conf), 0o644); err != nil {
 		return fmt.Errorf("configure %s: %w", s.Name, err)
 	}
 	if s.Name == "n1" {
-		link := filepath.Join(s.Dir, "shares", "dfs", "multi")
-		if err := os.Symlink(`msdfs:10.213.0.2\shareA,10.213.0.3\shareA`, link); err != nil {
-			return fmt.Errorf("dfs link: %w", err)
+		for name, targets := range map[string]string{"multi": `10.213.0.2\shareA,10.213.0.3\shareA`, "ha": `10.213.0.2\ha,10.213.0.3\ha`} {
+			if err := os.Symlink("msdfs:"+targets, filepath.Join(s.Dir, "shares", "dfs", name)); err != nil {
+				return fmt.Errorf("dfs link %s: %w", name, err)
+			}
 		}
 	}
 	cmd := exec.CommandContext(ctx, "smbpasswd", "-c", s.conf(), "-s", "-a", User)

@@ -15,7 +15,6 @@ import (
 	"github.com/csi-smb/csi-smb/internal/smbresponder"
 	"github.com/csi-smb/csi-smb/pkg/auth"
 	"github.com/csi-smb/csi-smb/pkg/driver"
-	"github.com/csi-smb/csi-smb/pkg/health"
 	"github.com/csi-smb/csi-smb/pkg/mount/mounttest"
 	"github.com/csi-smb/csi-smb/pkg/plugin"
 	"github.com/csi-smb/csi-smb/pkg/provision"
@@ -38,7 +37,7 @@ func TestSanityWithFakes(t *testing.T) {
 	opts := driver.DefaultOptions()
 	opts.Endpoint, opts.NodeID, opts.Version = "unix://"+sock, "sanity", "test"
 	p, err := plugin.New(opts, plugin.Parts{
-		Dialer:  health.Adapt(dialer.DialProbe),
+		Dial:    dialer.Dial,     // the prober and DFS referrals talk to the responder
 		Mounter: mounttest.New(), // statfs is of the real target directories
 		OpenShare: func(context.Context, string, string, auth.Credentials) (provision.FS, func(), error) {
 			return share, func() {}, nil

@@ -1,0 +1,87 @@
+package driver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	"k8s.io/klog/v2"
+
+	"github.com/csi-smb/csi-smb/pkg/auth"
+	"github.com/csi-smb/csi-smb/pkg/dfs"
+	"github.com/csi-smb/csi-smb/pkg/failover"
+	"github.com/csi-smb/csi-smb/pkg/volume"
+)
+
+// DFSNode is the node's DFS support (pkg/dfs, pkg/failover, the prober).
+type DFSNode interface {
+	Resolve(ctx context.Context, path string, creds auth.Credentials) (dfs.Resolution, error)
+	// Acquire probes the targets until release.
+	Acquire(targets []string, creds auth.Credentials) (release func())
+	// Prepare fences the targets known dead, waiting up to ctx for first verdicts.
+	Prepare(ctx context.Context, targets []string) error
+	Add(v failover.Volume, active string)
+	Remove(id string)
+}
+
+// prepareWait bounds how long a DFS stage waits for the first verdicts on
+// its targets: a frozen one is unreachable within about 2.5 s.
+const prepareWait = 3 * time.Second
+
+// dfsTargets resolves the volume's location and returns the ip:port of
+// every storage target of its link, or nil for a path in no DFS namespace.
+// A resolution that fails otherwise (the root down and nothing cached) is
+// logged and the path mounted as it is: the kernel resolves DFS itself.
+func (d *Driver) dfsTargets(ctx context.Context, vol volume.Volume, creds auth.Credentials) []string {
+	if d.deps.DFS == nil {
+		return nil
+	}
+	loc := vol.Location()
+	path := `\` + loc.Server + `\` + loc.Share
+	if loc.Path != "" {
+		path += `\` + strings.ReplaceAll(loc.Path, "/", `\`)
+	}
+	rctx, cancel := context.WithTimeout(ctx, d.opts.SMBTimeout)
+	defer cancel()
+	res, err := d.deps.DFS.Resolve(rctx, path, creds)
+	if errors.Is(err, dfs.ErrNotDFS) {
+		return nil
+	}
+	if err != nil {
+		klog.InfoS("cannot resolve the DFS referral of a volume; mounting it without DFS failover", "source", loc, "err", err)
+		return nil
+	}
+	var out []string
+	for _, t := range res.Targets {
+		host, _, _ := strings.Cut(strings.TrimPrefix(t, `\`), `\`)
+		addrs, err := lookup(rctx, host)
+		if err != nil {
+			klog.InfoS("cannot resolve a DFS target's name; it is not watched", "target", t, "err", err)
+			continue
+		}
+		for _, a := range addrs {
+			if s := net.JoinHostPort(a.String(), "445"); !slices.Contains(out, s) {
+				out = append(out, s)
+			}
+		}
+	}
+	klog.InfoS("volume is on a DFS link", "source", loc, "link", res.Link, "targets", res.Targets, "addresses", out)
+	return out
+}
+
+// lookup returns the addresses of host (an IP address is its own).
+func lookup(ctx context.Context, host string) ([]netip.Addr, error) {
+	if ip, err := netip.ParseAddr(strings.Trim(host, "[]")); err == nil {
+		return []netip.Addr{ip}, nil
+	}
+	addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+	if err != nil {
+		return nil, fmt.Errorf("resolve %s: %w", host, err)
+	}
+	return addrs, nil
+}

@@ -1,0 +1,302 @@
+// Package failover moves a staged DFS volume off a dead target in place,
+// without unmounting: when the target the kernel is connected to is
+// unreachable (the prober's verdict, from the health store) and another
+// target of the volume is healthy, it fences the dead target on the node
+// and ends the kernel's connections to it, so the kernel's own DFS
+// reconnect takes the next target at once. The superblock stays, so every
+// bind mount made from it (every running pod) keeps working.
+//
+// It never fences the last healthy target, lifts a fence once the target
+// has been healthy for UnfenceAfter, and does no active failback.
+package failover
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+
+	"k8s.io/klog/v2"
+
+	"github.com/csi-smb/csi-smb/pkg/health"
+)
+
+// Verdicts is the health store (pkg/health.Store).
+type Verdicts interface {
+	Server(addr string) (health.Verdict, bool)
+	Subscribe() *health.Subscription
+}
+
+// Fencer is the node's fence (pkg/fence).
+type Fencer interface {
+	Add(addr netip.Addr) error
+	Remove(addr netip.Addr) error
+	Kill(addr netip.Addr) (int, error)
+}
+
+// Targets reports, per staging path, the address (ip:port) the kernel's
+// mount is connected to now (mountinfo's addr=).
+type Targets func() (map[string]string, error)
+
+// Retargeter is told the volume's active target changed (pkg/health.Monitor).
+type Retargeter interface {
+	Retarget(id, active string, from string, at time.Time)
+}
+
+// Options tune the controller. Zero values get defaults.
+type Options struct {
+	// Disabled: watch and report only, never fence (the kernel alone).
+	Disabled     bool
+	UnfenceAfter time.Duration // a fenced target healthy this long is let back, default 30 s
+	Tick         time.Duration // how often the mount table is read, default 500 ms
+}
+
+// Volume is a staged DFS volume.
+type Volume struct {
+	ID      string
+	Staging string
+	Targets []string // ip:port of every target of its link
+}
+
+// Controller runs failovers for the node's DFS volumes.
+type Controller struct {
+	opts    Options
+	store   Verdicts
+	fence   Fencer
+	targets Targets
+	retgt   Retargeter
+	mu      sync.Mutex
+	vols    map[string]*vol
+	fenced  map[string]time.Time // ip:port -> fenced at
+	healthy map[string]time.Time // fenced ip:port -> healthy since (zero: not healthy)
+	wake    chan struct{}
+}
+
+type vol struct {
+	Volume
+	active string // ip:port the kernel uses, "" until read
+	left   string // the fenced target it is leaving
+}
+
+// New builds a controller; Run acts.
+func New(store Verdicts, fence Fencer, targets Targets, retgt Retargeter, o Options) *Controller {
+	if o.UnfenceAfter == 0 {
+		o.UnfenceAfter = 30 * time.Second
+	}
+	if o.Tick == 0 {
+		o.Tick = 500 * time.Millisecond
+	}
+	return &Controller{opts: o, store: store, fence: fence, targets: targets, retgt: retgt, vols: map[string]*vol{},
+		fenced: map[string]time.Time{}, healthy: map[string]time.Time{}, wake: make(chan struct{}, 1)}
+}
+
+// Add starts watching a staged DFS volume; active is the target it was
+// mounted on ("" if not known).
+func (c *Controller) Add(v Volume, active string) {
+	c.mu.Lock()
+	c.vols[v.ID] = &vol{Volume: v, active: active}
+	c.mu.Unlock()
+	c.poke()
+}
+
+// Remove stops watching a volume.
+func (c *Controller) Remove(id string) {
+	c.mu.Lock()
+	delete(c.vols, id)
+	c.mu.Unlock()
+}
+
+// Fenced returns the fenced targets and since when.
+func (c *Controller) Fenced() map[string]time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make(map[string]time.Time, len(c.fenced))
+	for k, v := range c.fenced {
+		out[k] = v
+	}
+	return out
+}
+
+func (c *Controller) poke() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Prepare fences, before a mount of a DFS path with these targets, the
+// ones the prober knows are unreachable, unless that would leave no
+// healthy target: the kernel then connects to a live one first instead of
+// spending its negotiate timeout on each dead one. It waits, at most
+// until ctx ends, for the prober to give each target a first verdict.
+func (c *Controller) Prepare(ctx context.Context, targets []string) error {
+	for {
+		known := true
+		for _, t := range targets {
+			v, ok := c.store.Server(t)
+			if !ok || v.State == health.StateUnknown || v.Reason == health.ReasonProbeMissed {
+				known = false
+			}
+		}
+		if known {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return nil // mount with what is known; the kernel copes
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.opts.Disabled {
+		return nil
+	}
+	var errs []error
+	for _, t := range targets {
+		if v, _ := c.store.Server(t); v.State == health.StateUnreachable && c.othersHealthyLocked(t, targets) {
+			errs = append(errs, c.fenceLocked(t, false))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// usable: the target answers (healthy or merely slow) and is not fenced.
+func (c *Controller) usableLocked(t string) bool {
+	if _, f := c.fenced[t]; f {
+		return false
+	}
+	v, ok := c.store.Server(t)
+	return ok && (v.State == health.StateHealthy || (v.State == health.StateDegraded && v.Reason == health.ReasonSlow))
+}
+
+func (c *Controller) othersHealthyLocked(t string, targets []string) bool {
+	return slices.ContainsFunc(targets, func(o string) bool { return o != t && c.usableLocked(o) })
+}
+
+// fenceLocked fences t and, when kill, ends the kernel's connections to it.
+func (c *Controller) fenceLocked(t string, kill bool) error {
+	ip, err := ipOf(t)
+	if err != nil {
+		return err
+	}
+	if _, ok := c.fenced[t]; !ok {
+		if err := c.fence.Add(ip); err != nil {
+			return fmt.Errorf("fence %s: %w", t, err)
+		}
+		c.fenced[t], c.healthy[t] = time.Now(), time.Time{}
+		klog.InfoS("DFS target fenced on this node", "target", t)
+	}
+	if !kill {
+		return nil
+	}
+	n, err := c.fence.Kill(ip)
+	klog.InfoS("ended the kernel's connections to a fenced DFS target", "target", t, "connections", n, "err", err)
+	return err
+}
+
+func ipOf(addr string) (netip.Addr, error) {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("target address %q: %w", addr, err)
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("target address %q is not an IP address: %w", addr, err)
+	}
+	return ip, nil
+}
+
+// Run acts on every server verdict change and every Tick until ctx ends.
+func (c *Controller) Run(ctx context.Context) error {
+	sub := c.store.Subscribe()
+	defer sub.Close()
+	updates := make(chan struct{}, 1)
+	go func() {
+		_ = health.Consume(ctx, sub, func(u health.Update) {
+			if u.Kind == health.KindServer {
+				select {
+				case updates <- struct{}{}:
+				default:
+				}
+			}
+		})
+	}()
+	t := time.NewTicker(c.opts.Tick)
+	defer t.Stop()
+	for {
+		c.step(time.Now())
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		case <-updates:
+		case <-c.wake:
+		}
+	}
+}
+
+// step reads where each volume is connected, fails over the ones on a dead
+// target and lifts the fences of targets healthy for UnfenceAfter.
+func (c *Controller) step(now time.Time) {
+	active, err := c.targets()
+	if err != nil {
+		klog.ErrorS(err, "cannot read the mount table for DFS failover")
+	}
+	c.mu.Lock()
+	type change struct {
+		id, to, from string
+	}
+	var changes []change
+	for _, v := range c.vols {
+		if a, ok := active[v.Staging]; ok && a != v.active {
+			changes = append(changes, change{v.ID, a, v.active})
+			if v.active != "" {
+				klog.InfoS("DFS volume now served by another target", "volumeID", v.ID, "from", v.active, "to", a)
+			}
+			v.active, v.left = a, ""
+		}
+		if v.active == "" || c.opts.Disabled {
+			continue
+		}
+		sv, _ := c.store.Server(v.active)
+		if sv.State != health.StateUnreachable || !c.othersHealthyLocked(v.active, v.Targets) {
+			continue
+		}
+		if _, done := c.fenced[v.active]; done && v.left == v.active {
+			continue // fenced already; the kernel is reconnecting
+		}
+		klog.InfoS("DFS target unreachable: failing over in place", "volumeID", v.ID, "target", v.active, "verdict", sv.Message)
+		if err := c.fenceLocked(v.active, true); err != nil {
+			klog.ErrorS(err, "DFS failover", "volumeID", v.ID, "target", v.active)
+		}
+		v.left = v.active
+	}
+	for t := range c.fenced {
+		sv, _ := c.store.Server(t)
+		switch {
+		case sv.State != health.StateHealthy:
+			c.healthy[t] = time.Time{}
+		case c.healthy[t].IsZero():
+			c.healthy[t] = now
+		case now.Sub(c.healthy[t]) >= c.opts.UnfenceAfter:
+			if ip, err := ipOf(t); err == nil {
+				if err := c.fence.Remove(ip); err != nil {
+					klog.ErrorS(err, "cannot lift a DFS fence", "target", t)
+					continue
+				}
+			}
+			delete(c.fenced, t)
+			delete(c.healthy, t)
+			klog.InfoS("DFS target healthy again: fence lifted (no failback: mounts stay where they are)", "target", t)
+		}
+	}
+	c.mu.Unlock()
+	for _, ch := range changes {
+		c.retgt.Retarget(ch.id, ch.to, ch.from, now)
+	}
+}

@@ -1,0 +1,219 @@
+package failover
+
+import (
+	"context"
+	"net/netip"
+	"slices"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/csi-smb/csi-smb/pkg/health"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+type fakeFence struct {
+	mu                   sync.Mutex
+	fenced               map[netip.Addr]bool
+	adds, kills, removes []string
+}
+
+func (f *fakeFence) Add(a netip.Addr) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.fenced[a], f.adds = true, append(f.adds, a.String())
+	return nil
+}
+
+func (f *fakeFence) Remove(a netip.Addr) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.fenced, a)
+	f.removes = append(f.removes, a.String())
+	return nil
+}
+
+func (f *fakeFence) Kill(a netip.Addr) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.kills = append(f.kills, a.String())
+	return 1, nil
+}
+
+func (f *fakeFence) get() (adds, kills, removes []string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.adds), slices.Clone(f.kills), slices.Clone(f.removes)
+}
+
+type retargets struct {
+	mu  sync.Mutex
+	log []string
+}
+
+func (r *retargets) Retarget(id, active, from string, _ time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.log = append(r.log, id+":"+from+">"+active)
+}
+
+func (r *retargets) get() []string { r.mu.Lock(); defer r.mu.Unlock(); return slices.Clone(r.log) }
+
+const (
+	a = "10.0.0.2:445"
+	b = "10.0.0.3:445"
+)
+
+var (
+	up   = health.Verdict{State: health.StateHealthy, Reason: health.ReasonReachable}
+	down = health.Verdict{State: health.StateUnreachable, Reason: health.ReasonUnreachable}
+)
+
+// rig runs a controller over one DFS volume on targets a and b; the
+// "kernel" is connected to *mountedOn.
+type rig struct {
+	c     *Controller
+	store *health.Store
+	fence *fakeFence
+	rt    *retargets
+	mu    sync.Mutex
+	on    string
+}
+
+func (r *rig) mountedOn(t string) { r.mu.Lock(); r.on = t; r.mu.Unlock() }
+
+func run(t *testing.T, o Options, fn func(r *rig)) {
+	synctest.Test(t, func(t *testing.T) {
+		r := &rig{store: health.NewStore(), fence: &fakeFence{fenced: map[netip.Addr]bool{}}, rt: &retargets{}, on: a}
+		r.store.SetServer(a, up)
+		r.store.SetServer(b, up)
+		r.c = New(r.store, r.fence, func() (map[string]string, error) {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			return map[string]string{"/staging": r.on}, nil
+		}, r.rt, o)
+		r.c.Add(Volume{ID: "v", Staging: "/staging", Targets: []string{a, b}}, a)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error)
+		go func() { done <- r.c.Run(ctx) }()
+		defer func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Error(err)
+			}
+		}()
+		fn(r)
+	})
+}
+
+func TestFailsOverInPlace(t *testing.T) {
+	run(t, Options{}, func(r *rig) {
+		r.store.SetServer(a, down)
+		synctest.Wait()
+		adds, kills, _ := r.fence.get()
+		if !slices.Equal(adds, []string{"10.0.0.2"}) || !slices.Equal(kills, []string{"10.0.0.2"}) {
+			t.Fatalf("fenced %v, killed %v; want the dead active target", adds, kills)
+		}
+		time.Sleep(2 * time.Second) // the kernel is reconnecting: no second kill
+		if _, kills, _ := r.fence.get(); len(kills) != 1 {
+			t.Fatalf("killed %v while the kernel reconnects", kills)
+		}
+		r.mountedOn(b)
+		time.Sleep(time.Second)
+		if got := r.rt.get(); !slices.Equal(got, []string{"v:" + a + ">" + b}) {
+			t.Fatalf("retargets %v", got)
+		}
+		// The dead target returns: healthy, then a relapse restarts the clock.
+		r.store.SetServer(a, up)
+		time.Sleep(20 * time.Second)
+		r.store.SetServer(a, down)
+		time.Sleep(time.Second)
+		r.store.SetServer(a, up)
+		time.Sleep(25 * time.Second)
+		if _, _, removes := r.fence.get(); len(removes) != 0 {
+			t.Fatal("fence lifted before 30 s of sustained health")
+		}
+		time.Sleep(10 * time.Second)
+		if _, _, removes := r.fence.get(); !slices.Equal(removes, []string{"10.0.0.2"}) {
+			t.Fatalf("fence not lifted after sustained health: %v", removes)
+		}
+		if got := r.c.Fenced(); len(got) != 0 {
+			t.Fatalf("still fenced: %v", got)
+		}
+		time.Sleep(time.Minute) // no failback
+		if got := r.rt.get(); len(got) != 1 {
+			t.Fatalf("retargets %v: no failback expected", got)
+		}
+	})
+}
+
+func TestNeverFencesTheLastHealthyTarget(t *testing.T) {
+	run(t, Options{}, func(r *rig) {
+		r.store.SetServer(b, down)
+		r.store.SetServer(a, down)
+		time.Sleep(5 * time.Second)
+		if adds, _, _ := r.fence.get(); len(adds) != 0 {
+			t.Fatalf("fenced %v with no healthy target left", adds)
+		}
+		r.store.SetServer(b, up)
+		synctest.Wait()
+		if adds, _, _ := r.fence.get(); !slices.Equal(adds, []string{"10.0.0.2"}) {
+			t.Fatalf("fenced %v once b answered, want a", adds)
+		}
+	})
+}
+
+func TestDisabledNeverFences(t *testing.T) {
+	run(t, Options{Disabled: true}, func(r *rig) {
+		r.store.SetServer(a, down)
+		time.Sleep(5 * time.Second)
+		if adds, kills, _ := r.fence.get(); len(adds)+len(kills) != 0 {
+			t.Fatalf("fenced %v killed %v with failover disabled", adds, kills)
+		}
+		r.mountedOn(b) // the kernel moved by itself: still reported
+		time.Sleep(time.Second)
+		if got := r.rt.get(); len(got) != 1 {
+			t.Fatalf("retargets %v", got)
+		}
+	})
+}
+
+func TestPrepare(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		store := health.NewStore()
+		f := &fakeFence{fenced: map[netip.Addr]bool{}}
+		c := New(store, f, func() (map[string]string, error) { return nil, nil }, &retargets{}, Options{})
+		// No verdicts yet: Prepare waits for them, at most until ctx ends.
+		go func() {
+			time.Sleep(2 * time.Second)
+			store.SetServer(a, down)
+			store.SetServer(b, up)
+		}()
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		start := time.Now()
+		if err := c.Prepare(ctx, []string{a, b}); err != nil {
+			t.Fatal(err)
+		}
+		if took := time.Since(start); took < 2*time.Second || took > 2100*time.Millisecond {
+			t.Fatalf("Prepare took %v, want until the verdicts came (2 s)", took)
+		}
+		adds, kills, _ := f.get()
+		if !slices.Equal(adds, []string{"10.0.0.2"}) || len(kills) != 0 {
+			t.Fatalf("fenced %v killed %v before the mount; want a fenced, nothing killed", adds, kills)
+		}
+		// Every target dead: nothing fenced, and no wait past ctx.
+		store.SetServer(b, down)
+		c2 := New(store, &fakeFence{fenced: map[netip.Addr]bool{}}, func() (map[string]string, error) { return nil, nil }, &retargets{}, Options{})
+		if err := c2.Prepare(context.Background(), []string{a, b}); err != nil {
+			t.Fatal(err)
+		}
+		if len(c2.Fenced()) != 0 {
+			t.Fatalf("fenced %v with every target dead", c2.Fenced())
+		}
+	})
+}
