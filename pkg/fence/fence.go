@@ -268,8 +268,12 @@ func (f *Fence) Fenced() map[netip.Addr]time.Time {
 	return maps.Clone(f.want)
 }
 
-// Installed reads the addresses the kernel's table holds now.
+// Installed reads the addresses the kernel's table holds now (none when
+// there is no table).
 func (f *Fence) Installed() ([]netip.Addr, error) {
+	if ok, err := f.exists(); err != nil || !ok {
+		return nil, err
+	}
 	f.nl.Lock()
 	defer f.nl.Unlock()
 	c, err := f.conn()

@@ -74,7 +74,7 @@ func startDriver() (*env, error) {
 	}
 	cmd := exec.Command(filepath.Join(hostDir, "bin", "csi-smb"),
 		"--endpoint=unix://"+socket, "--mode=all", "--node-id=guest", "--mount-timeout=15s",
-		"--remount-grace=5s", "--metrics-address="+metricsAddr, "--kube-api", "--kubeconfig="+kubeconfig,
+		"--remount-grace=5s", "--dfs-unfence-after=5s", "--metrics-address="+metricsAddr, "--kube-api", "--kubeconfig="+kubeconfig,
 		"--v=6", "--logtostderr")
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {

@@ -1,0 +1,254 @@
+//go:build vmguest
+
+package guest
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+	"unsafe"
+
+	"github.com/container-storage-interface/spec/lib/go/csi"
+	"golang.org/x/sys/unix"
+
+	"github.com/csi-smb/csi-smb/pkg/fence"
+	"github.com/csi-smb/csi-smb/pkg/mount"
+	"github.com/csi-smb/csi-smb/test/lab"
+)
+
+// serverOf names the lab server at ip:port.
+func serverOf(addr string) string {
+	return map[string]string{"10.213.0.2:445": "n2", "10.213.0.3:445": "n3"}[addr]
+}
+
+// superOf returns the staging mount's superblock (major:minor) and the
+// target it is connected to (addr=).
+func superOf(t *testing.T, staging string) (dev, addr string) {
+	t.Helper()
+	infos, err := mount.New(mount.Options{}).List()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, i := range infos {
+		if i.MountPoint == staging {
+			return fmt.Sprintf("%d:%d", i.Major, i.Minor), i.ServerAddr()
+		}
+	}
+	t.Fatalf("%s is not mounted", staging)
+	return "", ""
+}
+
+// ioLog is what a reader or the writer saw: when each operation succeeded,
+// and its errors.
+type ioLog struct {
+	mu   sync.Mutex
+	ok   []time.Time
+	errs []error
+}
+
+func (l *ioLog) done(err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err != nil {
+		l.errs = append(l.errs, err)
+		return
+	}
+	l.ok = append(l.ok, time.Now())
+}
+
+// gap is the longest time without a success between from and to.
+func (l *ioLog) gap(from, to time.Time) (time.Duration, []error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	last, worst := from, time.Duration(0)
+	for _, at := range l.ok {
+		if at.Before(from) || at.After(to) {
+			continue
+		}
+		worst = max(worst, at.Sub(last))
+		last = at
+	}
+	return max(worst, to.Sub(last)), append([]error(nil), l.errs...)
+}
+
+// alignedBuf is a 4 KiB-aligned buffer for O_DIRECT.
+func alignedBuf() []byte {
+	b := make([]byte, 8192)
+	off := int(4096 - uintptr(unsafe.Pointer(&b[0]))%4096)
+	return b[off : off+4096]
+}
+
+// reader reads path with O_DIRECT every 100 ms (past the page cache, so
+// every read is a request to the server) until stop.
+func reader(path string, stop <-chan struct{}, log *ioLog) {
+	buf := alignedBuf()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
+		fd, err := unix.Open(path, unix.O_RDONLY|unix.O_DIRECT, 0)
+		if err == nil {
+			_, err = unix.Read(fd, buf)
+			_ = unix.Close(fd)
+		}
+		log.done(err)
+	}
+}
+
+// writer writes numbered 16-byte records at their own offsets with fsync
+// every 100 ms; a record whose write or fsync fails is written again at
+// the same offset, so the file must end holding every record in order.
+// It returns how many records were acknowledged.
+func writer(path string, stop <-chan struct{}, log *ioLog) (int, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	n := 0
+	for {
+		select {
+		case <-stop:
+			return n, nil
+		case <-time.After(100 * time.Millisecond):
+		}
+		_, err := f.WriteAt(fmt.Appendf(nil, "record %08d\n", n), int64(16*n))
+		if err == nil {
+			err = f.Sync()
+		}
+		log.done(err)
+		if err == nil {
+			n++
+		}
+	}
+}
+
+// TestDFSFailover: a volume on the DFS link dfs\ha (two targets on one
+// directory), staged and published as kubelet does (a bind mount, no
+// propagation), with a reader and a writer on the publish path. For each
+// fault on the target the mount uses, the driver moves the same superblock
+// to the other target, the longest gap without a successful read or write
+// is at most 5 s, no acknowledged record is lost, the volume reports
+// FailedOver, and once the target is back its fence is lifted.
+func TestDFSFailover(t *testing.T) {
+	for _, tc := range []struct{ name, fault, heal string }{
+		{"frozen", lab.ActStop, lab.ActCont},
+		{"killed", lab.ActKill, lab.ActStart},
+		{"cutoff", lab.ActPart, lab.ActUnpart},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			vol := &csi.Volume{VolumeId: fmt.Sprintf("dfs-ha-%s-%d", tc.name, time.Now().UnixNano()),
+				VolumeContext: map[string]string{"source": lab.HASource}}
+			staging, target := stagedAndPublished(t, vol)
+			dev, active := superOf(t, staging)
+			victim, other := serverOf(active), map[string]string{"n2": "10.213.0.3:445", "n3": "10.213.0.2:445"}[serverOf(active)]
+			if victim == "" {
+				t.Fatalf("the mount is connected to %q, not to a target of dfs\\ha", active)
+			}
+			dir := filepath.Join(target, vol.GetVolumeId())
+			if err := os.Mkdir(dir, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(dir, "read"), bytes.Repeat([]byte("r"), 4096), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			stop := make(chan struct{})
+			var reads, writes ioLog
+			var wg sync.WaitGroup
+			var acked int
+			var werr error
+			wg.Go(func() { reader(filepath.Join(dir, "read"), stop, &reads) })
+			wg.Go(func() { acked, werr = writer(filepath.Join(dir, "records"), stop, &writes) })
+			time.Sleep(2 * time.Second)
+			faultAt := time.Now()
+			fault(t, tc.fault, victim)
+			healed := false
+			heal := func() {
+				if !healed {
+					healed = true
+					fault(t, tc.heal, victim)
+				}
+			}
+			defer heal()
+			var moved time.Duration
+			for moved == 0 && time.Since(faultAt) < 30*time.Second {
+				time.Sleep(50 * time.Millisecond)
+				if _, a := superOf(t, staging); a == other {
+					moved = time.Since(faultAt)
+				}
+			}
+			time.Sleep(6 * time.Second)
+			end := time.Now()
+			close(stop)
+			wg.Wait()
+			rgap, rerrs := reads.gap(faultAt, end)
+			wgap, werrs := writes.gap(faultAt, end)
+			newDev, now := superOf(t, staging)
+			h := volumeHealth(t, vol, target)
+			fmt.Printf("RESULT dfs %s: mount on %s after %v (superblock %s -> %s); reader longest gap %v, %d errors; writer longest gap %v, %d errors, %d records; health %s\n",
+				tc.name, now, moved.Round(time.Millisecond), dev, newDev, rgap.Round(time.Millisecond), len(rerrs),
+				wgap.Round(time.Millisecond), len(werrs), acked, h)
+			if moved == 0 || now != other || newDev != dev {
+				t.Errorf("mount on %s (superblock %s, was %s): want the same superblock on %s", now, newDev, dev, other)
+			}
+			if rgap > 5*time.Second || wgap > 5*time.Second {
+				t.Errorf("longest gap: reader %v, writer %v; want at most 5 s", rgap, wgap)
+			}
+			if len(rerrs) > 0 {
+				t.Errorf("reader errors: %v", rerrs)
+			}
+			for _, err := range werrs {
+				// Linux 6.1 fails an fsync whose FLUSH a reconnect tore down
+				// and never replays it (docs/dfs.md); the record is written
+				// again. Anything else is a failure.
+				if !errors.Is(err, syscall.EAGAIN) && !errors.Is(err, syscall.ECONNABORTED) {
+					t.Errorf("writer error: %v", err)
+				}
+			}
+			if len(werrs) > 2 {
+				t.Errorf("%d writer errors: %v", len(werrs), werrs)
+			}
+			if werr != nil {
+				t.Fatal(werr)
+			}
+			b, err := os.ReadFile(filepath.Join(dir, "records"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range acked {
+				if want := fmt.Sprintf("record %08d\n", i); len(b) < 16*(i+1) || string(b[16*i:16*i+16]) != want {
+					t.Fatalf("record %d of %d acknowledged is lost or corrupt", i, acked)
+				}
+			}
+			if !strings.HasSuffix(h, "/FailedOver") {
+				t.Errorf("volume health %q, want DEGRADED/FailedOver", h)
+			}
+			heal()
+			// Back and healthy for --dfs-unfence-after: the fence goes, and stays gone.
+			f := fence.New(fence.Options{})
+			deadline := time.Now().Add(40 * time.Second)
+			for {
+				got, err := f.Installed()
+				if err == nil && len(got) == 0 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("fence still installed after the target returned: %v %v", got, err)
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+			if err := os.RemoveAll(dir); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+}
