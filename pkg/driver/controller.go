@@ -102,6 +102,9 @@ func (d *Driver) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequest)
 	klog.InfoS("volume created", "name", req.GetName(), "volumeID", rec.VolumeID, "location", vol.Location())
 	d.deps.Inventory.Track(rec.VolumeID, vol, rec.CapacityBytes, creds)
 	volCtx := vol.Context()
+	if v := req.GetParameters()[volume.ParamDFSFailover]; v != "" {
+		volCtx[volume.ParamDFSFailover] = v // the node reads it back
+	}
 	// The node names the PVC in its health events.
 	for _, k := range []string{volume.MetaPVCName, volume.MetaPVCNamespace} {
 		if v := req.GetParameters()[k]; v != "" {

@@ -118,6 +118,10 @@ func (d *Driver) NodeStageVolume(ctx context.Context, req *csi.NodeStageVolumeRe
 	if err != nil {
 		return nil, toStatus(err)
 	}
+	consistency, err := volume.ConsistencyFirst(req.GetVolumeContext())
+	if err != nil {
+		return nil, toStatus(err)
+	}
 	opts, err := stageOptions(req.GetVolumeCapability())
 	if err != nil {
 		return nil, toStatus(err)
@@ -129,7 +133,7 @@ func (d *Driver) NodeStageVolume(ctx context.Context, req *csi.NodeStageVolumeRe
 	defer unlock()
 	staging, source := filepath.Clean(req.GetStagingTargetPath()), vol.Location().String()
 	st := &staged{vol: vol, staging: staging, source: source, options: opts, creds: creds,
-		claim: kube.ObjectsFromContext(req.GetVolumeContext()), dfs: d.dfsTargets(ctx, vol, creds)}
+		claim: kube.ObjectsFromContext(req.GetVolumeContext()), dfs: d.dfsTargets(ctx, vol, creds), consistency: consistency}
 	done, err := d.checkStaged(ctx, staging, source)
 	if err != nil {
 		return nil, toStatus(err)

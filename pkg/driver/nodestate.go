@@ -36,9 +36,11 @@ type staged struct {
 	source  string
 	options []string
 	creds   auth.Credentials
-	dfs     []string               // ip:port of every target of its DFS link; nil: not DFS
-	claim   []kube.Object          // the PVC, from the volume context
-	targets map[string]publication // publish path -> what is there
+	dfs     []string // ip:port of every target of its DFS link; nil: not DFS
+	// consistency: dfsFailover=consistency, never leave a frozen target
+	consistency bool
+	claim       []kube.Object          // the PVC, from the volume context
+	targets     map[string]publication // publish path -> what is there
 }
 
 type publication struct {
@@ -155,7 +157,7 @@ func (d *Driver) watch(ctx context.Context, id string, s *staged) {
 		Creds: s.creds, Remountable: true, Initial: initial,
 	})
 	if s.dfs != nil {
-		d.deps.DFS.Add(failover.Volume{ID: id, Staging: s.staging, Targets: s.dfs}, server)
+		d.deps.DFS.Add(failover.Volume{ID: id, Staging: s.staging, Targets: s.dfs, Consistency: s.consistency}, server)
 	}
 }
 

@@ -44,7 +44,7 @@ type Targets func() (map[string]string, error)
 
 // Retargeter is told the volume's active target changed (pkg/health.Monitor).
 type Retargeter interface {
-	Retarget(id, active string, from string, at time.Time)
+	Retarget(id string, f health.Failover)
 }
 
 // Options tune the controller. Zero values get defaults.
@@ -60,6 +60,10 @@ type Volume struct {
 	ID      string
 	Staging string
 	Targets []string // ip:port of every target of its link
+	// Consistency: never leave a frozen target (TCP alive, SMB silent): a
+	// write it holds would be applied late, over newer ones. The volume
+	// waits for that target instead (availability traded for consistency).
+	Consistency bool
 }
 
 // Controller runs failovers for the node's DFS volumes.
@@ -72,6 +76,7 @@ type Controller struct {
 	mu      sync.Mutex
 	vols    map[string]*vol
 	fenced  map[string]time.Time // ip:port -> fenced at
+	silent  map[string]bool      // fenced ip:port -> it was frozen (Silent) when fenced
 	healthy map[string]time.Time // fenced ip:port -> healthy since (zero: not healthy)
 	wake    chan struct{}
 }
@@ -91,7 +96,7 @@ func New(store Verdicts, fence Fencer, targets Targets, retgt Retargeter, o Opti
 		o.Tick = 500 * time.Millisecond
 	}
 	return &Controller{opts: o, store: store, fence: fence, targets: targets, retgt: retgt, vols: map[string]*vol{},
-		fenced: map[string]time.Time{}, healthy: map[string]time.Time{}, wake: make(chan struct{}, 1)}
+		fenced: map[string]time.Time{}, silent: map[string]bool{}, healthy: map[string]time.Time{}, wake: make(chan struct{}, 1)}
 }
 
 // Add starts watching a staged DFS volume; active is the target it was
@@ -188,7 +193,8 @@ func (c *Controller) fenceLocked(t string, kill bool) error {
 		if err := c.fence.Add(ip); err != nil {
 			return fmt.Errorf("fence %s: %w", t, err)
 		}
-		c.fenced[t], c.healthy[t] = time.Now(), time.Time{}
+		sv, _ := c.store.Server(t)
+		c.fenced[t], c.healthy[t], c.silent[t] = time.Now(), time.Time{}, sv.Silent
 		klog.InfoS("DFS target fenced on this node", "target", t)
 	}
 	if !kill {
@@ -249,12 +255,15 @@ func (c *Controller) step(now time.Time) {
 	}
 	c.mu.Lock()
 	type change struct {
-		id, to, from string
+		id string
+		f  health.Failover
 	}
 	var changes []change
 	for _, v := range c.vols {
 		if a, ok := active[v.Staging]; ok && a != v.active {
-			changes = append(changes, change{v.ID, a, v.active})
+			_, fenced := c.fenced[v.active]
+			changes = append(changes, change{v.ID, health.Failover{From: v.active, To: a, At: now,
+				FromFrozen: fenced && c.silent[v.active]}})
 			if v.active != "" {
 				klog.InfoS("DFS volume now served by another target", "volumeID", v.ID, "from", v.active, "to", a)
 			}
@@ -269,6 +278,14 @@ func (c *Controller) step(now time.Time) {
 		}
 		if _, done := c.fenced[v.active]; done && v.left == v.active {
 			continue // fenced already; the kernel is reconnecting
+		}
+		if v.Consistency && sv.Silent {
+			if v.left != "wait:"+v.active {
+				klog.InfoS("DFS target frozen: the volume's consistency policy keeps it there until it answers",
+					"volumeID", v.ID, "target", v.active)
+				v.left = "wait:" + v.active
+			}
+			continue
 		}
 		klog.InfoS("DFS target unreachable: failing over in place", "volumeID", v.ID, "target", v.active, "verdict", sv.Message)
 		if err := c.fenceLocked(v.active, true); err != nil {
@@ -292,11 +309,12 @@ func (c *Controller) step(now time.Time) {
 			}
 			delete(c.fenced, t)
 			delete(c.healthy, t)
+			delete(c.silent, t)
 			klog.InfoS("DFS target healthy again: fence lifted (no failback: mounts stay where they are)", "target", t)
 		}
 	}
 	c.mu.Unlock()
 	for _, ch := range changes {
-		c.retgt.Retarget(ch.id, ch.to, ch.from, now)
+		c.retgt.Retarget(ch.id, ch.f)
 	}
 }

@@ -2,6 +2,7 @@ package failover
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"slices"
 	"sync"
@@ -55,10 +56,10 @@ type retargets struct {
 	log []string
 }
 
-func (r *retargets) Retarget(id, active, from string, _ time.Time) {
+func (r *retargets) Retarget(id string, f health.Failover) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.log = append(r.log, id+":"+from+">"+active)
+	r.log = append(r.log, fmt.Sprintf("%s:%s>%s frozen=%v", id, f.From, f.To, f.FromFrozen))
 }
 
 func (r *retargets) get() []string { r.mu.Lock(); defer r.mu.Unlock(); return slices.Clone(r.log) }
@@ -124,7 +125,7 @@ func TestFailsOverInPlace(t *testing.T) {
 		}
 		r.mountedOn(b)
 		time.Sleep(time.Second)
-		if got := r.rt.get(); !slices.Equal(got, []string{"v:" + a + ">" + b}) {
+		if got := r.rt.get(); !slices.Equal(got, []string{"v:" + a + ">" + b + " frozen=false"}) {
 			t.Fatalf("retargets %v", got)
 		}
 		// The dead target returns: healthy, then a relapse restarts the clock.
@@ -214,6 +215,40 @@ func TestPrepare(t *testing.T) {
 		}
 		if len(c2.Fenced()) != 0 {
 			t.Fatalf("fenced %v with every target dead", c2.Fenced())
+		}
+	})
+}
+
+var frozen = health.Verdict{State: health.StateUnreachable, Reason: health.ReasonUnreachable, Silent: true}
+
+// TestFrozenTargetIsReported: a failover away from a frozen target says so,
+// for the split-brain warning.
+func TestFrozenTargetIsReported(t *testing.T) {
+	run(t, Options{}, func(r *rig) {
+		r.store.SetServer(a, frozen)
+		synctest.Wait()
+		r.mountedOn(b)
+		time.Sleep(time.Second)
+		if got := r.rt.get(); !slices.Equal(got, []string{"v:" + a + ">" + b + " frozen=true"}) {
+			t.Fatalf("retargets %v", got)
+		}
+	})
+}
+
+// TestConsistencyWaitsForAFrozenTarget: with dfsFailover=consistency a
+// frozen target is not left; a cut-off one is.
+func TestConsistencyWaitsForAFrozenTarget(t *testing.T) {
+	run(t, Options{}, func(r *rig) {
+		r.c.Add(Volume{ID: "v", Staging: "/staging", Targets: []string{a, b}, Consistency: true}, a)
+		r.store.SetServer(a, frozen)
+		time.Sleep(10 * time.Second)
+		if adds, _, _ := r.fence.get(); len(adds) != 0 {
+			t.Fatalf("fenced %v: the consistency policy keeps a frozen target", adds)
+		}
+		r.store.SetServer(a, down)
+		synctest.Wait()
+		if adds, _, _ := r.fence.get(); !slices.Equal(adds, []string{"10.0.0.2"}) {
+			t.Fatalf("fenced %v: a cut-off target is left under either policy", adds)
 		}
 	})
 }

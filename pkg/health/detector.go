@@ -62,6 +62,9 @@ type Observation struct {
 	// was starved of CPU; a miss seen then proves nothing about the server.
 	Lag time.Duration
 	Err error // Timeout and Failed: why
+	// Silent: a Timeout after the TCP connection was accepted (the server
+	// is frozen with its host up, not cut off).
+	Silent bool
 }
 
 // Reasons are CamelCase, as the CSI health API wants them.
@@ -81,6 +84,10 @@ type Verdict struct {
 	Since       time.Time     // when State last changed
 	SRTT        time.Duration // smoothed round-trip time, 0 before the first sample
 	LastSuccess time.Time
+	// Silent: the last failed probe was accepted over TCP and then got no
+	// SMB answer: the server is frozen, not gone or cut off. Requests in
+	// flight to it may be applied when it resumes.
+	Silent bool
 }
 
 // DetectorConfig tunes a Detector. DefaultDetectorConfig documents the defaults.
@@ -193,6 +200,7 @@ func (d Detector) sample(rtt time.Duration) Detector {
 }
 
 func (d Detector) afterSuccess(o Observation) Detector {
+	d.verdict.Silent = false
 	v := d.verdict
 	if v.State == StateUnreachable && d.oks < d.cfg.SuccessesToRecover {
 		return d.set(StateUnreachable, ReasonUnreachable,
@@ -214,6 +222,10 @@ func (d Detector) afterMiss(o Observation) Detector {
 	if o.Outcome == Failed {
 		what = "refused or reset"
 	}
+	if o.Silent {
+		what = "TCP accepted, no SMB answer: frozen"
+	}
+	d.verdict.Silent = o.Silent
 	if o.Err != nil {
 		what += ": " + o.Err.Error()
 	}

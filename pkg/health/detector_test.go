@@ -126,3 +126,25 @@ func TestDetectorNoFalseAlarmsOnJitter(t *testing.T) {
 		}
 	}
 }
+
+// TestDetectorSilent: a server that accepts TCP and never answers SMB is
+// marked Silent (frozen); a refusal or a cut-off is not; an answer clears it.
+func TestDetectorSilent(t *testing.T) {
+	d := NewDetector(DefaultDetectorConfig())
+	d = d.Observe(Observation{Outcome: Success, RTT: time.Millisecond, At: t0})
+	d = d.Observe(Observation{Outcome: Timeout, At: t0.Add(time.Second)})
+	d = d.Observe(Observation{Outcome: Timeout, Silent: true, At: t0.Add(2 * time.Second)})
+	if v := d.Verdict(); v.State != StateUnreachable || !v.Silent {
+		t.Fatalf("frozen: %+v, want Unreachable and Silent", v)
+	}
+	d = d.Observe(Observation{Outcome: Timeout, At: t0.Add(3 * time.Second)})
+	if d.Verdict().Silent {
+		t.Fatal("a dial that timed out (cut off) kept Silent")
+	}
+	d = d.Observe(Observation{Outcome: Failed, Silent: false, At: t0.Add(4 * time.Second)})
+	d = d.Observe(Observation{Outcome: Timeout, Silent: true, At: t0.Add(5 * time.Second)})
+	d = d.Observe(Observation{Outcome: Connected, At: t0.Add(6 * time.Second)})
+	if d.Verdict().Silent {
+		t.Fatal("an answer kept Silent")
+	}
+}

@@ -165,6 +165,9 @@ func (m *Monitor) serverChanged(addr string, sv Verdict) {
 	for id, w := range m.vols {
 		if w.spec.Server != addr {
 			if slices.Contains(w.spec.Targets, addr) {
+				if fo := &w.failover; fo.From == addr && fo.FromFrozen && fo.Resumed.IsZero() && sv.State == StateHealthy {
+					fo.Resumed = now // the frozen target we left answers again
+				}
 				m.publishLocked(id, w, now) // a standby target changed
 			}
 			continue
@@ -319,22 +322,22 @@ func (m *Monitor) Remounted(id string, err error) {
 	m.publishLocked(id, w, now)
 }
 
-// Retarget records that a DFS volume's mount is now connected to active;
-// from is the target it left ("" when it was not known).
-func (m *Monitor) Retarget(id, active, from string, at time.Time) {
+// Retarget records that a DFS volume's mount moved to f.To (f.From is ""
+// when where it was is not known).
+func (m *Monitor) Retarget(id string, f Failover) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	w, ok := m.vols[id]
-	if !ok || w.spec.Server == active {
+	if !ok || w.spec.Server == f.To {
 		return
 	}
-	w.spec.Server = active
-	sv, _ := m.store.Server(active)
+	w.spec.Server = f.To
+	sv, _ := m.store.Server(f.To)
 	w.serverOut = sv.State == StateUnreachable
-	if from != "" {
-		w.failover = Failover{From: from, To: active, At: at}
+	if f.From != "" {
+		w.failover = f
 	}
-	m.publishLocked(id, w, at)
+	m.publishLocked(id, w, f.At)
 	poke(w.wake)
 }
 

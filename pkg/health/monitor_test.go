@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -375,7 +376,7 @@ func TestMonitorDFSVerdicts(t *testing.T) {
 		if r := reason(); r != ReasonUnreachable {
 			t.Fatalf("active down, standby up: %s", r)
 		}
-		m.Retarget("v", "b:445", "a:445", time.Now())
+		m.Retarget("v", Failover{From: "a:445", To: "b:445", At: time.Now()})
 		time.Sleep(3 * time.Second) // a mount check on the new target
 		if v, _ := store.Volume("v"); v.Reason != ReasonFailedOver || v.Server != "b:445" || v.State != StateDegraded {
 			t.Fatalf("after the move: %+v", v)
@@ -388,6 +389,42 @@ func TestMonitorDFSVerdicts(t *testing.T) {
 		m.Remove("v")
 		if probes.refs["a:445"] != 0 || probes.refs["b:445"] != 0 {
 			t.Fatalf("probes %v held after Remove", probes.refs)
+		}
+	})
+}
+
+// TestMonitorStaleWriteRisk: after a failover away from a frozen target,
+// its return raises StaleWriteRisk for NoticeTTL.
+func TestMonitorStaleWriteRisk(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		store := NewStore()
+		store.SetServer("a:445", Verdict{State: StateUnreachable, Reason: ReasonUnreachable, Silent: true})
+		store.SetServer("b:445", Verdict{State: StateHealthy, Reason: ReasonReachable})
+		m := NewMonitor(mount.NewStatter(func(string, *unix.Statfs_t) error { return nil }), &fakeProbes{refs: map[string]int{}}, store, MonitorOptions{})
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error)
+		go func() { done <- m.Run(ctx) }()
+		defer func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Error(err)
+			}
+		}()
+		m.Add(VolumeSpec{ID: "v", Staging: "/s", Server: "a:445", Targets: []string{"a:445", "b:445"}, Initial: &mount.StatResult{}})
+		m.Retarget("v", Failover{From: "a:445", To: "b:445", At: time.Now(), FromFrozen: true})
+		time.Sleep(3 * time.Second)
+		if v, _ := store.Volume("v"); v.Reason != ReasonFailedOver {
+			t.Fatalf("while the frozen target is down: %s", v.Reason)
+		}
+		store.SetServer("a:445", Verdict{State: StateHealthy, Reason: ReasonReachable})
+		synctest.Wait()
+		v, _ := store.Volume("v")
+		if v.Reason != ReasonStaleWriteRisk || v.State != StateDegraded || !strings.Contains(v.Message, "a:445") {
+			t.Fatalf("frozen target back: %+v", v)
+		}
+		time.Sleep(3 * time.Minute)
+		if v, _ := store.Volume("v"); v.Reason != ReasonVolumeHealthy {
+			t.Fatalf("after the notice: %s", v.Reason)
 		}
 	})
 }

@@ -54,13 +54,13 @@ func NewStore() *Store {
 }
 
 // SetServer records a server's verdict. Subscribers are told when the
-// server is new or its state or reason changed.
+// server is new or its state, reason or silence (frozen) changed.
 func (s *Store) SetServer(addr string, v Verdict) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	old, ok := s.servers[addr]
 	s.servers[addr] = v
-	if !ok || old.State != v.State || old.Reason != v.Reason {
+	if !ok || old.State != v.State || old.Reason != v.Reason || old.Silent != v.Silent {
 		s.notifyLocked(Key{KindServer, addr})
 	}
 }

@@ -17,12 +17,19 @@ const (
 	ReasonFailedOver        = "FailedOver"        // the mount moved to another target (notice)
 	ReasonTargetUnreachable = "TargetUnreachable" // a standby target is down; the volume is served
 	ReasonNoHealthyTarget   = "NoHealthyTarget"   // every target is down
+	// ReasonStaleWriteRisk: the volume left a frozen target, which answers
+	// again: a write it had buffered may have been applied late (split brain).
+	ReasonStaleWriteRisk = "StaleWriteRisk"
 )
 
 // Failover is a change of the DFS target a volume's mount uses.
 type Failover struct {
 	From, To string
 	At       time.Time
+	// FromFrozen: From was fenced while frozen (TCP alive, SMB silent).
+	FromFrozen bool
+	// Resumed is when a frozen From answered again (zero: not yet).
+	Resumed time.Time
 }
 
 // VolumeVerdict is the health of one staged volume: its mount check
@@ -114,7 +121,13 @@ func (m *Monitor) dfsLocked(w *watched, v VolumeVerdict, now time.Time) VolumeVe
 			up = append(up, t)
 		}
 	}
+	fo := w.failover
 	switch {
+	case fo.FromFrozen && !fo.Resumed.IsZero() && now.Sub(fo.Resumed) < m.opts.NoticeTTL:
+		return VolumeVerdict{State: StateDegraded, Reason: ReasonStaleWriteRisk, Message: fmt.Sprintf(
+			"DFS target %s froze (TCP alive, SMB silent) and this volume left it for %s at %s; %s answers again since %s: "+
+				"a write it had buffered may have been applied late, over newer data written through %s",
+			fo.From, fo.To, fo.At.UTC().Format(time.RFC3339), fo.From, fo.Resumed.UTC().Format(time.RFC3339), fo.To)}
 	case len(up) == 0:
 		return VolumeVerdict{State: StateUnreachable, Reason: ReasonNoHealthyTarget,
 			Message: "every DFS target is unreachable: " + strings.Join(down, ", ")}

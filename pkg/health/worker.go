@@ -122,7 +122,8 @@ func (w *worker) dial(ctx context.Context, lag time.Duration) bool {
 	}
 	now := time.Now()
 	if err != nil {
-		o := Observation{Outcome: outcomeOf(err), At: now, Err: err, Lag: max(lag, now.Sub(start)-timeout)}
+		o := Observation{Outcome: outcomeOf(err), At: now, Err: err, Lag: max(lag, now.Sub(start)-timeout),
+			Silent: errors.Is(err, smb.ErrSilent)}
 		if errors.Is(err, smb.ErrAuth) {
 			// The server answered and refused every credential we have: it
 			// is alive, but cannot be watched closely; retry slowly.

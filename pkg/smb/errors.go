@@ -43,6 +43,12 @@ const (
 
 // classify wraps err from go-smb2 with a domain error where one applies.
 // what says what was being done, for the message.
+// ErrSilent: the server's host accepted the TCP connection but SMB never
+// answered: its smbd is frozen or hung while the host's TCP stack still
+// works, so requests sent to it may sit in its socket buffers and be
+// applied when it resumes.
+var ErrSilent = errors.New("TCP connected but SMB silent")
+
 func classify(what string, err error) error {
 	if err == nil {
 		return nil

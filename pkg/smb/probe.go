@@ -87,7 +87,15 @@ func (d ProbeDialer) dial(ctx context.Context, addr string, creds auth.Credentia
 	}
 	if err != nil {
 		_ = raw.Close()
-		return nil, classify(fmt.Sprintf("probe session to %s as %s", addr, creds), err)
+		err = classify(fmt.Sprintf("probe session to %s as %s", addr, creds), err)
+		// The TCP connect succeeded. The socket deadline (set to ctx's) can
+		// fire a hair before ctx itself reports it, and go-smb2 reports
+		// that as a transport error: a setup that ran out of time is a
+		// timeout either way.
+		if dl, ok := ctx.Deadline(); ctx.Err() != nil || errors.Is(err, os.ErrDeadlineExceeded) || (ok && !time.Now().Before(dl)) {
+			err = fmt.Errorf("%w: %w: %w", ErrSilent, context.DeadlineExceeded, err)
+		}
+		return nil, err
 	}
 	_ = raw.SetDeadline(time.Time{})
 	hc.mu.Lock()

@@ -3,6 +3,7 @@ package smb
 import (
 	"context"
 	"errors"
+	"net"
 	"slices"
 	"strings"
 	"testing"
@@ -76,6 +77,29 @@ func TestReferralOfAFrozenServer(t *testing.T) {
 		start := time.Now()
 		if _, err := s.Referral(rctx, `\10.0.0.1\dfs\multi`); !errors.Is(err, context.DeadlineExceeded) || time.Since(start) != 2*time.Second {
 			t.Fatalf("referral from a frozen server: %v after %v", err, time.Since(start))
+		}
+	})
+}
+
+// TestFrozenServerIsSilent: a server that accepts the connection and never
+// answers is ErrSilent (frozen); one whose connect times out is not.
+func TestFrozenServerIsSilent(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		srv := smbresponder.New(smbresponder.Options{})
+		srv.Freeze()
+		defer srv.Thaw()
+		dctx, dcancel := context.WithTimeout(ctx, time.Second)
+		defer dcancel()
+		if _, err := pipeDialer(ctx, srv).DialProbe(dctx, "10.0.0.1:445", auth.Credentials{}); !errors.Is(err, ErrSilent) || !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("frozen server: %v, want ErrSilent and a deadline", err)
+		}
+		cut := ProbeDialer{Dial: func(ctx context.Context, _, _ string) (net.Conn, error) { <-ctx.Done(); return nil, ctx.Err() }}
+		dctx2, dcancel2 := context.WithTimeout(ctx, time.Second)
+		defer dcancel2()
+		if _, err := cut.DialProbe(dctx2, "10.0.0.1:445", auth.Credentials{}); errors.Is(err, ErrSilent) || err == nil {
+			t.Fatalf("cut-off server: %v, want a timeout that is not ErrSilent", err)
 		}
 	})
 }

@@ -12,6 +12,12 @@ const (
 	ParamSource   = "source"
 	ParamSubDir   = "subDir"
 	ParamOnDelete = "onDelete"
+	// ParamDFSFailover picks what a DFS volume does when the target it uses
+	// freezes: DFSAvailability (default) fails over; DFSConsistency waits
+	// for the frozen target, which may hold a buffered write.
+	ParamDFSFailover = "dfsFailover"
+	DFSAvailability  = "availability"
+	DFSConsistency   = "consistency"
 
 	// Keys csi-provisioner adds with --extra-create-metadata.
 	MetaPVCName      = "csi.storage.k8s.io/pvc/name"
@@ -50,7 +56,7 @@ func ParseCreateParams(params map[string]string) (CreateParams, error) {
 	var unknown []string
 	for k := range params {
 		switch {
-		case k == ParamSource, k == ParamSubDir, k == ParamOnDelete:
+		case k == ParamSource, k == ParamSubDir, k == ParamOnDelete, k == ParamDFSFailover:
 		case strings.HasPrefix(k, reservedPrefix):
 		default:
 			unknown = append(unknown, k)
@@ -59,7 +65,7 @@ func ParseCreateParams(params map[string]string) (CreateParams, error) {
 	if len(unknown) > 0 {
 		slices.Sort(unknown)
 		return CreateParams{}, fieldErr("parameters", strings.Join(unknown, ","),
-			"unknown StorageClass parameter; allowed are %s, %s, %s", ParamSource, ParamSubDir, ParamOnDelete)
+			"unknown StorageClass parameter; allowed are %s, %s, %s, %s", ParamSource, ParamSubDir, ParamOnDelete, ParamDFSFailover)
 	}
 	src, err := ParseSource(ParamSource, params[ParamSource])
 	if err != nil {
@@ -67,6 +73,9 @@ func ParseCreateParams(params map[string]string) (CreateParams, error) {
 	}
 	onDelete, err := ParseOnDelete(params[ParamOnDelete])
 	if err != nil {
+		return CreateParams{}, err
+	}
+	if _, err := ConsistencyFirst(params); err != nil {
 		return CreateParams{}, err
 	}
 	sub := params[ParamSubDir]
@@ -148,8 +157,8 @@ func (v Volume) Context() map[string]string {
 // attributes: source (required) and subDir (optional, no placeholders).
 func StaticVolume(ctx map[string]string) (Volume, error) {
 	for k := range ctx {
-		if k != ParamSource && k != ParamSubDir && !strings.HasPrefix(k, reservedPrefix) && !strings.HasPrefix(k, k8sPrefix) {
-			return Volume{}, fieldErr("volumeAttributes", k, "unknown key; allowed are %s and %s", ParamSource, ParamSubDir)
+		if k != ParamSource && k != ParamSubDir && k != ParamDFSFailover && !strings.HasPrefix(k, reservedPrefix) && !strings.HasPrefix(k, k8sPrefix) {
+			return Volume{}, fieldErr("volumeAttributes", k, "unknown key; allowed are %s, %s and %s", ParamSource, ParamSubDir, ParamDFSFailover)
 		}
 	}
 	src, err := ParseSource(ParamSource, ctx[ParamSource])
@@ -169,4 +178,18 @@ func StaticVolume(ctx map[string]string) (Volume, error) {
 // String is for logs: the location and the policy, never credentials.
 func (v Volume) String() string {
 	return fmt.Sprintf("%s (onDelete=%s)", v.Location(), v.OnDelete)
+}
+
+// ConsistencyFirst reads dfsFailover from StorageClass parameters or a
+// volume context: true for consistency, false for availability (the
+// default); anything else is an error naming the values.
+func ConsistencyFirst(m map[string]string) (bool, error) {
+	switch v := m[ParamDFSFailover]; v {
+	case "", DFSAvailability:
+		return false, nil
+	case DFSConsistency:
+		return true, nil
+	default:
+		return false, fieldErr(ParamDFSFailover, v, "must be %s or %s", DFSAvailability, DFSConsistency)
+	}
 }

@@ -252,3 +252,98 @@ func TestDFSFailover(t *testing.T) {
 		})
 	}
 }
+
+// overwriter writes "record N" at offset 0 with fsync every 100 ms until
+// stop; it returns the last acknowledged record and the longest stall.
+func overwriter(path string, stop <-chan struct{}) (last int, stall time.Duration, err error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer f.Close()
+	last = -1
+	prev := time.Now()
+	for n := 0; ; n++ {
+		select {
+		case <-stop:
+			return last, stall, nil
+		case <-time.After(100 * time.Millisecond):
+		}
+		if _, err := f.WriteAt(fmt.Appendf(nil, "record %08d\n", n), 0); err == nil && f.Sync() == nil {
+			last = n
+			stall = max(stall, time.Since(prev))
+			prev = time.Now()
+		}
+	}
+}
+
+// TestDFSStaleWrite: a writer overwrites one record with fsync while the
+// target it uses freezes. With the default policy the volume fails over,
+// and when the frozen target resumes (and may apply the write it had
+// buffered, after newer ones went to the other target) the volume says
+// StaleWriteRisk. With dfsFailover=consistency the volume stays on the
+// frozen target, the writer waits, and the file ends holding the last
+// acknowledged record.
+func TestDFSStaleWrite(t *testing.T) {
+	for _, policy := range []string{"availability", "consistency"} {
+		t.Run(policy, func(t *testing.T) {
+			vol := &csi.Volume{VolumeId: fmt.Sprintf("dfs-stale-%s-%d", policy, time.Now().UnixNano()),
+				VolumeContext: map[string]string{"source": lab.HASource, "dfsFailover": policy}}
+			staging, target := stagedAndPublished(t, vol)
+			_, active := superOf(t, staging)
+			victim := serverOf(active)
+			dir := filepath.Join(target, vol.GetVolumeId())
+			if err := os.Mkdir(dir, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			defer os.RemoveAll(dir)
+			stop := make(chan struct{})
+			var last int
+			var stall time.Duration
+			var werr error
+			var wg sync.WaitGroup
+			wg.Go(func() { last, stall, werr = overwriter(filepath.Join(dir, "record"), stop) })
+			time.Sleep(2 * time.Second)
+			fault(t, lab.ActStop, victim)
+			time.Sleep(8 * time.Second)
+			_, during := superOf(t, staging)
+			fault(t, lab.ActCont, victim)
+			var h string
+			if policy == "availability" {
+				waitHealth(t, vol, target, 15*time.Second, "DEGRADED/StaleWriteRisk", func(s string) bool {
+					h = s
+					return s == "DEGRADED/StaleWriteRisk"
+				})
+			}
+			time.Sleep(3 * time.Second)
+			close(stop)
+			wg.Wait()
+			if werr != nil {
+				t.Fatal(werr)
+			}
+			b, err := os.ReadFile(filepath.Join(dir, "record"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := fmt.Sprintf("record %08d\n", last)
+			fmt.Printf("RESULT dfs stale write, %s: during the freeze the mount was on %s (was %s); writer's longest stall %v; last acknowledged %q, file holds %q; health %s\n",
+				policy, during, active, stall.Round(time.Millisecond), strings.TrimSpace(want), strings.TrimSpace(string(b)), h)
+			switch policy {
+			case "availability":
+				if during == active {
+					t.Errorf("the volume stayed on the frozen target %s", active)
+				}
+			case "consistency":
+				if during != active {
+					t.Errorf("the consistency policy left the frozen target %s for %s", active, during)
+				}
+				if string(b) != want {
+					t.Errorf("file holds %q, want the last acknowledged %q", b, want)
+				}
+				if stall < 7*time.Second {
+					t.Errorf("writer stalled %v: it should have waited for the frozen target", stall)
+				}
+			}
+		})
+	}
+}
