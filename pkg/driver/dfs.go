@@ -23,14 +23,15 @@ type DFSNode interface {
 	Resolve(ctx context.Context, path string, creds auth.Credentials) (dfs.Resolution, error)
 	// Acquire probes the targets until release.
 	Acquire(targets []string, creds auth.Credentials) (release func())
-	// Prepare fences the targets known dead, waiting up to ctx for first verdicts.
-	Prepare(ctx context.Context, targets []string) error
+	// Prepare fences the targets known dead, waiting up to ctx for first
+	// verdicts; the targets stay in use until done.
+	Prepare(ctx context.Context, targets []string) (done func(), err error)
 	Add(v failover.Volume, active string)
 	Remove(id string)
 }
 
 // prepareWait bounds how long a DFS stage waits for the first verdicts on
-// its targets: a frozen one is unreachable within about 2.5 s.
+// its targets when none answers.
 const prepareWait = 3 * time.Second
 
 // dfsTargets resolves the volume's location and returns the ip:port of

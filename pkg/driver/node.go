@@ -145,8 +145,9 @@ func (d *Driver) NodeStageVolume(ctx context.Context, req *csi.NodeStageVolumeRe
 		release := d.deps.DFS.Acquire(st.dfs, creds)
 		defer release() // the Monitor holds its own probes from watch on
 		pctx, cancel := context.WithTimeout(ctx, prepareWait)
-		err := d.deps.DFS.Prepare(pctx, st.dfs)
+		prepared, err := d.deps.DFS.Prepare(pctx, st.dfs)
 		cancel()
+		defer prepared() // after watch has added the volume
 		if err != nil {
 			klog.ErrorS(err, "cannot fence the dead DFS targets before a mount", "volumeID", req.GetVolumeId())
 		}

@@ -76,9 +76,11 @@ type Controller struct {
 	mu      sync.Mutex
 	vols    map[string]*vol
 	fenced  map[string]time.Time // ip:port -> fenced at
-	silent  map[string]bool      // fenced ip:port -> it was frozen (Silent) when fenced
-	healthy map[string]time.Time // fenced ip:port -> healthy since (zero: not healthy)
-	wake    chan struct{}
+	// preparing counts the stages under way per target (Prepare to done)
+	preparing map[string]int
+	silent    map[string]bool      // fenced ip:port -> it was frozen (Silent) when fenced
+	healthy   map[string]time.Time // fenced ip:port -> healthy since (zero: not healthy)
+	wake      chan struct{}
 }
 
 type vol struct {
@@ -96,7 +98,7 @@ func New(store Verdicts, fence Fencer, targets Targets, retgt Retargeter, o Opti
 		o.Tick = 500 * time.Millisecond
 	}
 	return &Controller{opts: o, store: store, fence: fence, targets: targets, retgt: retgt, vols: map[string]*vol{},
-		fenced: map[string]time.Time{}, silent: map[string]bool{}, healthy: map[string]time.Time{}, wake: make(chan struct{}, 1)}
+		fenced: map[string]time.Time{}, silent: map[string]bool{}, preparing: map[string]int{}, healthy: map[string]time.Time{}, wake: make(chan struct{}, 1)}
 }
 
 // Add starts watching a staged DFS volume; active is the target it was
@@ -134,41 +136,73 @@ func (c *Controller) poke() {
 }
 
 // Prepare fences, before a mount of a DFS path with these targets, the
-// ones the prober knows are unreachable, unless that would leave no
-// healthy target: the kernel then connects to a live one first instead of
-// spending its negotiate timeout on each dead one. It waits, at most
-// until ctx ends, for the prober to give each target a first verdict.
-func (c *Controller) Prepare(ctx context.Context, targets []string) error {
-	for {
-		known := true
+// ones that are dead, unless that would leave no healthy target: the
+// kernel then connects to a live one first instead of spending its
+// negotiate timeout (20 s, or forever) on each dead one. It waits, until
+// ctx ends, for the prober to give each target a first verdict, and no
+// longer than PrepareGrace after the first target answered; a target
+// still without a verdict then (a frozen server takes the prober 2 x 10 s
+// to judge when it has never answered) is taken as dead for this mount:
+// fenced, and let back once it has been healthy for UnfenceAfter. The
+// targets count as in use until done is called (after the volume is
+// added, or the mount failed).
+func (c *Controller) Prepare(ctx context.Context, targets []string) (done func(), err error) {
+	c.mu.Lock()
+	for _, t := range targets {
+		c.preparing[t]++
+	}
+	c.mu.Unlock()
+	done = func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
 		for _, t := range targets {
-			v, ok := c.store.Server(t)
-			if !ok || v.State == health.StateUnknown || v.Reason == health.ReasonProbeMissed {
-				known = false
+			if c.preparing[t]--; c.preparing[t] <= 0 {
+				delete(c.preparing, t)
 			}
 		}
-		if known {
+	}
+	pending := func(t string) bool {
+		v, ok := c.store.Server(t)
+		return !ok || v.State == health.StateUnknown || v.Reason == health.ReasonProbeMissed
+	}
+	var firstUp time.Time
+wait:
+	for slices.ContainsFunc(targets, pending) {
+		c.mu.Lock()
+		up := slices.ContainsFunc(targets, c.usableLocked)
+		c.mu.Unlock()
+		if up && firstUp.IsZero() {
+			firstUp = time.Now()
+		}
+		if !firstUp.IsZero() && time.Since(firstUp) >= PrepareGrace {
 			break
 		}
 		select {
 		case <-ctx.Done():
-			return nil // mount with what is known; the kernel copes
+			break wait
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.opts.Disabled {
-		return nil
+		return done, nil
 	}
 	var errs []error
 	for _, t := range targets {
-		if v, _ := c.store.Server(t); v.State == health.StateUnreachable && c.othersHealthyLocked(t, targets) {
+		v, _ := c.store.Server(t)
+		if (v.State == health.StateUnreachable || pending(t)) && c.othersHealthyLocked(t, targets) {
+			klog.InfoS("DFS target dead or not answering before a mount: fenced so the kernel takes a live one",
+				"target", t, "verdict", v.Reason)
 			errs = append(errs, c.fenceLocked(t, false))
 		}
 	}
-	return errors.Join(errs...)
+	return done, errors.Join(errs...)
 }
+
+// PrepareGrace is how long Prepare waits for the other targets once one
+// answers: a live target sets up its probe session in a few round trips.
+const PrepareGrace = time.Second
 
 // usable: the target answers (healthy or merely slow) and is not fenced.
 func (c *Controller) usableLocked(t string) bool {
@@ -276,6 +310,9 @@ func (c *Controller) step(now time.Time) {
 		if sv.State != health.StateUnreachable || !c.othersHealthyLocked(v.active, v.Targets) {
 			continue
 		}
+		if sv.LastSuccess.After(sv.Since) {
+			continue // it answers again and is recovering: leaving it now would only add a split-brain risk
+		}
 		if _, done := c.fenced[v.active]; done && v.left == v.active {
 			continue // fenced already; the kernel is reconnecting
 		}
@@ -295,26 +332,39 @@ func (c *Controller) step(now time.Time) {
 	}
 	for t := range c.fenced {
 		sv, _ := c.store.Server(t)
+		used := c.preparing[t] > 0
+		for _, v := range c.vols {
+			used = used || slices.Contains(v.Targets, t)
+		}
 		switch {
+		case !used:
+			// No volume of this node has the target any more (unstaged):
+			// nothing to keep it away from, and nobody probes it.
+			c.liftLocked(t, "no staged volume uses it")
 		case sv.State != health.StateHealthy:
 			c.healthy[t] = time.Time{}
 		case c.healthy[t].IsZero():
 			c.healthy[t] = now
 		case now.Sub(c.healthy[t]) >= c.opts.UnfenceAfter:
-			if ip, err := ipOf(t); err == nil {
-				if err := c.fence.Remove(ip); err != nil {
-					klog.ErrorS(err, "cannot lift a DFS fence", "target", t)
-					continue
-				}
-			}
-			delete(c.fenced, t)
-			delete(c.healthy, t)
-			delete(c.silent, t)
-			klog.InfoS("DFS target healthy again: fence lifted (no failback: mounts stay where they are)", "target", t)
+			c.liftLocked(t, "healthy again (no failback: mounts stay where they are)")
 		}
 	}
 	c.mu.Unlock()
 	for _, ch := range changes {
 		c.retgt.Retarget(ch.id, ch.f)
 	}
+}
+
+// liftLocked removes the fence on t.
+func (c *Controller) liftLocked(t, why string) {
+	if ip, err := ipOf(t); err == nil {
+		if err := c.fence.Remove(ip); err != nil {
+			klog.ErrorS(err, "cannot lift a DFS fence", "target", t)
+			return
+		}
+	}
+	delete(c.fenced, t)
+	delete(c.healthy, t)
+	delete(c.silent, t)
+	klog.InfoS("DFS fence lifted", "target", t, "why", why)
 }

@@ -197,7 +197,7 @@ func TestPrepare(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		defer cancel()
 		start := time.Now()
-		if err := c.Prepare(ctx, []string{a, b}); err != nil {
+		if _, err := c.Prepare(ctx, []string{a, b}); err != nil {
 			t.Fatal(err)
 		}
 		if took := time.Since(start); took < 2*time.Second || took > 2100*time.Millisecond {
@@ -207,10 +207,23 @@ func TestPrepare(t *testing.T) {
 		if !slices.Equal(adds, []string{"10.0.0.2"}) || len(kills) != 0 {
 			t.Fatalf("fenced %v killed %v before the mount; want a fenced, nothing killed", adds, kills)
 		}
+		// A target with no verdict when ctx ends while another answers (a
+		// frozen server the prober has never seen): fenced for this mount.
+		store.SetServer("10.0.0.4:445", health.Verdict{State: health.StateUnknown, Reason: health.ReasonNotProbed})
+		c3 := New(store, &fakeFence{fenced: map[netip.Addr]bool{}}, func() (map[string]string, error) { return nil, nil }, &retargets{}, Options{})
+		pctx, pcancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer pcancel()
+		start = time.Now()
+		if _, err := c3.Prepare(pctx, []string{"10.0.0.4:445", b}); err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := c3.Fenced()["10.0.0.4:445"]; !ok || time.Since(start) > PrepareGrace+100*time.Millisecond {
+			t.Fatalf("silent target after %v: fenced %v, want it fenced PrepareGrace after the other answered", time.Since(start), c3.Fenced())
+		}
 		// Every target dead: nothing fenced, and no wait past ctx.
 		store.SetServer(b, down)
 		c2 := New(store, &fakeFence{fenced: map[netip.Addr]bool{}}, func() (map[string]string, error) { return nil, nil }, &retargets{}, Options{})
-		if err := c2.Prepare(context.Background(), []string{a, b}); err != nil {
+		if _, err := c2.Prepare(context.Background(), []string{a, b}); err != nil {
 			t.Fatal(err)
 		}
 		if len(c2.Fenced()) != 0 {
@@ -249,6 +262,42 @@ func TestConsistencyWaitsForAFrozenTarget(t *testing.T) {
 		synctest.Wait()
 		if adds, _, _ := r.fence.get(); !slices.Equal(adds, []string{"10.0.0.2"}) {
 			t.Fatalf("fenced %v: a cut-off target is left under either policy", adds)
+		}
+	})
+}
+
+// TestFenceGoesWithItsLastVolume: a fenced target no staged volume uses
+// any more (nobody probes it) is let back at once.
+func TestFenceGoesWithItsLastVolume(t *testing.T) {
+	run(t, Options{}, func(r *rig) {
+		r.store.SetServer(a, down)
+		synctest.Wait()
+		if len(r.c.Fenced()) != 1 {
+			t.Fatalf("fenced %v", r.c.Fenced())
+		}
+		r.c.Remove("v")
+		r.store.DeleteServer(a)
+		time.Sleep(time.Second)
+		if _, _, removes := r.fence.get(); !slices.Equal(removes, []string{"10.0.0.2"}) || len(r.c.Fenced()) != 0 {
+			t.Fatalf("fence kept after its last volume went: %v", r.c.Fenced())
+		}
+	})
+}
+
+// TestNoFailoverFromARecoveringTarget: an active target that answers again
+// (not yet enough answers to be healthy) is not left.
+func TestNoFailoverFromARecoveringTarget(t *testing.T) {
+	run(t, Options{}, func(r *rig) {
+		since := time.Now()
+		r.store.SetServer(b, down)
+		r.store.SetServer(a, health.Verdict{State: health.StateUnreachable, Reason: health.ReasonUnreachable, Since: since})
+		time.Sleep(time.Second)
+		r.store.SetServer(b, up)
+		r.store.SetServer(a, health.Verdict{State: health.StateUnreachable, Reason: health.ReasonUnreachable, Since: since,
+			LastSuccess: since.Add(time.Second), Message: "answering again"})
+		time.Sleep(2 * time.Second)
+		if adds, _, _ := r.fence.get(); len(adds) != 0 {
+			t.Fatalf("fenced %v: the active target was recovering", adds)
 		}
 	})
 }

@@ -240,7 +240,7 @@ func (n *dfsNode) Acquire(targets []string, creds auth.Credentials) func() {
 	}
 }
 
-func (n *dfsNode) Prepare(ctx context.Context, targets []string) error {
+func (n *dfsNode) Prepare(ctx context.Context, targets []string) (func(), error) {
 	return n.failover.Prepare(ctx, targets)
 }
 

@@ -52,6 +52,7 @@ func TestMain(m *testing.M) {
 	}
 	theEnv = e
 	code := m.Run()
+	e = theEnv // a test may have restarted the driver
 	_ = e.conn.Close()
 	_ = e.cmd.Process.Signal(os.Interrupt)
 	waitErr := e.cmd.Wait()
@@ -61,11 +62,17 @@ func TestMain(m *testing.M) {
 	if code != 0 {
 		dumpDriverLog(waitErr)
 	}
+	// The whole log, for the host: _out/vm/driver.log (the password was
+	// checked to be absent above when the suite passed; on failure the
+	// lab's password is a lab-only secret).
+	if b, err := os.ReadFile(driverLog); err == nil {
+		_ = os.WriteFile(filepath.Join(hostDir, "driver.log"), b, 0o644)
+	}
 	os.Exit(code)
 }
 
 func startDriver() (*env, error) {
-	logf, err := os.Create(driverLog)
+	logf, err := os.OpenFile(driverLog, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600) // a restarted driver appends
 	if err != nil {
 		return nil, err
 	}
