@@ -31,7 +31,7 @@ func serverOf(addr string) string {
 
 // superOf returns the staging mount's superblock (major:minor) and the
 // target it is connected to (addr=).
-func superOf(t *testing.T, staging string) (dev, addr string) {
+func superOf(t testing.TB, staging string) (dev, addr string) {
 	t.Helper()
 	infos, err := mount.New(mount.Options{}).List()
 	if err != nil {
@@ -350,7 +350,7 @@ func TestDFSStaleWrite(t *testing.T) {
 }
 
 // installedFences reads the driver's fence table in the guest.
-func installedFences(t *testing.T) []string {
+func installedFences(t testing.TB) []string {
 	t.Helper()
 	got, err := fence.New(fence.Options{}).Installed()
 	if err != nil {
@@ -363,7 +363,7 @@ func installedFences(t *testing.T) []string {
 	return out
 }
 
-func waitNoFence(t *testing.T, limit time.Duration) time.Duration {
+func waitNoFence(t testing.TB, limit time.Duration) time.Duration {
 	t.Helper()
 	start := time.Now()
 	for len(installedFences(t)) > 0 {

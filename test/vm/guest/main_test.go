@@ -71,7 +71,8 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func startDriver() (*env, error) {
+// startDriver starts the driver with the suite's flags and extra ones.
+func startDriver(extra ...string) (*env, error) {
 	logf, err := os.OpenFile(driverLog, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600) // a restarted driver appends
 	if err != nil {
 		return nil, err
@@ -79,10 +80,10 @@ func startDriver() (*env, error) {
 	if _, err := os.Stat(kubeconfig); err != nil {
 		return nil, fmt.Errorf("the guest suite needs the lab's API server (hack/vm-suite.sh): %w", err)
 	}
-	cmd := exec.Command(filepath.Join(hostDir, "bin", "csi-smb"),
-		"--endpoint=unix://"+socket, "--mode=all", "--node-id=guest", "--mount-timeout=15s",
-		"--remount-grace=5s", "--dfs-unfence-after=5s", "--metrics-address="+metricsAddr, "--kube-api", "--kubeconfig="+kubeconfig,
-		"--v=6", "--logtostderr")
+	args := append([]string{"--endpoint=unix://" + socket, "--mode=all", "--node-id=guest", "--mount-timeout=15s",
+		"--remount-grace=5s", "--dfs-unfence-after=5s", "--metrics-address=" + metricsAddr, "--kube-api", "--kubeconfig=" + kubeconfig,
+		"--v=6", "--logtostderr"}, extra...)
+	cmd := exec.Command(filepath.Join(hostDir, "bin", "csi-smb"), args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		return nil, err
