@@ -8,7 +8,6 @@ import (
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"k8s.io/klog/v2"
 
-	"github.com/csi-smb/csi-smb/pkg/auth"
 	"github.com/csi-smb/csi-smb/pkg/provision"
 	"github.com/csi-smb/csi-smb/pkg/smb"
 	"github.com/csi-smb/csi-smb/pkg/volume"
@@ -86,7 +85,7 @@ func (d *Driver) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequest)
 	ctx, cancel := withDefaultTimeout(ctx, d.opts.SMBTimeout)
 	defer cancel()
 	var rec provision.Record
-	err = d.withShare(ctx, vol.Source, creds, func(fsys provision.FS) (err error) {
+	err = d.shares.With(ctx, vol.Source, creds, func(fsys provision.FS) (err error) {
 		rec, err = provision.Create(ctx, fsys, provision.Request{
 			Name: req.GetName(), Volume: vol,
 			RequiredBytes: req.GetCapacityRange().GetRequiredBytes(), LimitBytes: req.GetCapacityRange().GetLimitBytes(),
@@ -140,7 +139,7 @@ func (d *Driver) DeleteVolume(ctx context.Context, req *csi.DeleteVolumeRequest)
 	defer cancel()
 	var out provision.Outcome
 	var where string
-	err = d.withShare(ctx, vol.Source, creds, func(fsys provision.FS) (err error) {
+	err = d.shares.With(ctx, vol.Source, creds, func(fsys provision.FS) (err error) {
 		out, where, err = provision.Delete(ctx, fsys, vol, d.deps.Now())
 		return err
 	})
@@ -191,7 +190,7 @@ func (d *Driver) checkExists(ctx context.Context, vol volume.Volume, secrets map
 	ctx, cancel := withDefaultTimeout(ctx, d.opts.SMBTimeout)
 	defer cancel()
 	var ok bool
-	err = d.withShare(ctx, vol.Source, creds, func(fsys provision.FS) (err error) {
+	err = d.shares.With(ctx, vol.Source, creds, func(fsys provision.FS) (err error) {
 		ok, err = provision.Exists(ctx, fsys, vol)
 		return err
 	})
@@ -207,24 +206,4 @@ func (d *Driver) checkExists(ctx context.Context, vol volume.Volume, secrets map
 		return fmt.Errorf("%w: directory %s does not exist", errNotFound, vol.Location())
 	}
 	return nil
-}
-
-// withShare runs fn on a pooled share of src. When fn fails at the
-// transport level on a session that was pooled before this call (the server
-// restarted or dropped it since), it runs once more on a fresh session; the
-// provisioning operations are idempotent, so that is safe.
-func (d *Driver) withShare(ctx context.Context, src volume.Source, creds auth.Credentials, fn func(provision.FS) error) error {
-	for attempt := 0; ; attempt++ {
-		fsys, release, err := d.deps.OpenShare(ctx, src.Server, src.Share, creds)
-		if err != nil {
-			return err
-		}
-		err = fn(fsys)
-		release()
-		r, pooled := fsys.(interface{ Reused() bool })
-		if err == nil || attempt > 0 || !errors.Is(err, smb.ErrUnreachable) || !pooled || !r.Reused() || ctx.Err() != nil {
-			return err
-		}
-		klog.V(2).InfoS("pooled SMB session failed; retrying on a fresh one", "server", src.Server, "err", err)
-	}
 }

@@ -34,6 +34,13 @@ type DFSNode interface {
 // its targets when none answers.
 const prepareWait = 3 * time.Second
 
+// resolveWait bounds the referral question at stage time: a cached
+// referral answers at once, a live server in a few round trips; a server
+// that does not answer (frozen, cut off) is not kept waiting for — the
+// mount goes ahead without DFS failover, and the fetch, which goes on in
+// the background, is cached for the next stage.
+const resolveWait = 3 * time.Second
+
 // dfsTargets resolves the volume's location and returns the ip:port of
 // every storage target of its link, or nil for a path in no DFS namespace.
 // A resolution that fails otherwise (the root down and nothing cached) is
@@ -47,7 +54,7 @@ func (d *Driver) dfsTargets(ctx context.Context, vol volume.Volume, creds auth.C
 	if loc.Path != "" {
 		path += `\` + strings.ReplaceAll(loc.Path, "/", `\`)
 	}
-	rctx, cancel := context.WithTimeout(ctx, d.opts.SMBTimeout)
+	rctx, cancel := context.WithTimeout(ctx, resolveWait)
 	defer cancel()
 	res, err := d.deps.DFS.Resolve(rctx, path, creds)
 	if errors.Is(err, dfs.ErrNotDFS) {

@@ -20,6 +20,7 @@ import (
 	"github.com/csi-smb/csi-smb/pkg/auth"
 	"github.com/csi-smb/csi-smb/pkg/health"
 	"github.com/csi-smb/csi-smb/pkg/kube"
+	"github.com/csi-smb/csi-smb/pkg/locate"
 	"github.com/csi-smb/csi-smb/pkg/mount"
 	"github.com/csi-smb/csi-smb/pkg/provision"
 )
@@ -64,16 +65,19 @@ type RemountRecorder interface {
 
 // Deps are the driver's collaborators; each service needs its own subset.
 type Deps struct {
-	Mounter   Mounter          // node
-	Statter   Statter          // node
-	Monitor   VolumeMonitor    // node: watches staged volumes
-	Verdicts  Verdicts         // node: server and volume health
-	Events    EventSink        // node: optional
-	Remounts  RemountRecorder  // node: optional
-	OpenShare OpenShare        // controller
-	Inventory Inventory        // controller: its volumes and their health
-	DFS       DFSNode          // node: optional; without it DFS paths are mounted like any share
-	Now       func() time.Time // default time.Now
+	Mounter   Mounter         // node
+	Statter   Statter         // node
+	Monitor   VolumeMonitor   // node: watches staged volumes
+	Verdicts  Verdicts        // node: server and volume health
+	Events    EventSink       // node: optional
+	Remounts  RemountRecorder // node: optional
+	OpenShare OpenShare       // controller
+	// ResolveDFS, when set, lets the controller act on a DFS source through
+	// a target of its link.
+	ResolveDFS locate.Resolve
+	Inventory  Inventory        // controller: its volumes and their health
+	DFS        DFSNode          // node: optional; without it DFS paths are mounted like any share
+	Now        func() time.Time // default time.Now
 }
 
 // Driver serves the CSI services chosen by Options.Mode.
@@ -82,12 +86,13 @@ type Driver struct {
 	csi.UnimplementedControllerServer
 	csi.UnimplementedNodeServer
 
-	opts  Options
-	deps  Deps
-	locks *keyLocks
-	node  *nodeState
-	ready bool // set by Run once serving; read by Probe under mu
-	mu    sync.Mutex
+	opts   Options
+	deps   Deps
+	locks  *keyLocks
+	node   *nodeState
+	shares *locate.Locator // controller
+	ready  bool            // set by Run once serving; read by Probe under mu
+	mu     sync.Mutex
 }
 
 // New checks that the dependencies of the chosen mode are present.
@@ -104,7 +109,8 @@ func New(opts Options, deps Deps) (*Driver, error) {
 	if deps.Now == nil {
 		deps.Now = time.Now
 	}
-	return &Driver{opts: opts, deps: deps, locks: newKeyLocks(), node: newNodeState()}, nil
+	return &Driver{opts: opts, deps: deps, locks: newKeyLocks(), node: newNodeState(),
+		shares: locate.New(locate.OpenShare(deps.OpenShare), deps.ResolveDFS)}, nil
 }
 
 // Run serves gRPC on the endpoint until ctx ends, then stops gracefully.

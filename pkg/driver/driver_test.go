@@ -19,6 +19,7 @@ import (
 	"github.com/csi-smb/csi-smb/pkg/auth"
 	"github.com/csi-smb/csi-smb/pkg/health"
 	"github.com/csi-smb/csi-smb/pkg/inventory"
+	"github.com/csi-smb/csi-smb/pkg/locate"
 	"github.com/csi-smb/csi-smb/pkg/mount"
 	"github.com/csi-smb/csi-smb/pkg/mount/mounttest"
 	"github.com/csi-smb/csi-smb/pkg/provision"
@@ -210,6 +211,7 @@ func TestConcurrentCreateSameNameIsAborted(t *testing.T) {
 		<-release
 		return h.fs, func() {}, nil
 	}
+	h.d.shares = locate.New(locate.OpenShare(h.d.deps.OpenShare), nil)
 	errc := make(chan error, 1)
 	go func() {
 		_, err := h.d.CreateVolume(context.Background(), createReq("pvc-1"))
@@ -246,6 +248,7 @@ func TestRetryOnceOnDeadPooledSession(t *testing.T) {
 		}
 		return reusedFS{h.fs, false}, func() {}, nil
 	}
+	h.d.shares = locate.New(locate.OpenShare(h.d.deps.OpenShare), nil)
 	if _, err := h.d.CreateVolume(context.Background(), createReq("pvc-1")); err != nil || calls != 2 {
 		t.Fatalf("create = %v after %d opens, want success after 2", err, calls)
 	}
@@ -257,6 +260,7 @@ func TestRetryOnceOnDeadPooledSession(t *testing.T) {
 		m.Fail = func(string, string) error { return fmt.Errorf("read: %w", smb.ErrUnreachable) }
 		return reusedFS{m, false}, func() {}, nil
 	}
+	h.d.shares = locate.New(locate.OpenShare(h.d.deps.OpenShare), nil)
 	if _, err := h.d.CreateVolume(context.Background(), createReq("pvc-2")); code(err) != codes.Unavailable || calls != 1 {
 		t.Fatalf("create = %v after %d opens, want Unavailable after 1", err, calls)
 	}

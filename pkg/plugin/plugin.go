@@ -22,6 +22,7 @@ import (
 	"github.com/csi-smb/csi-smb/pkg/health"
 	"github.com/csi-smb/csi-smb/pkg/inventory"
 	"github.com/csi-smb/csi-smb/pkg/kube"
+	"github.com/csi-smb/csi-smb/pkg/locate"
 	"github.com/csi-smb/csi-smb/pkg/metrics"
 	"github.com/csi-smb/csi-smb/pkg/mount"
 	"github.com/csi-smb/csi-smb/pkg/provision"
@@ -114,14 +115,19 @@ func New(opts driver.Options, parts Parts) (*Plugin, error) {
 	}
 	statter := mount.NewStatter(parts.Statfs)
 	p.Monitor = health.NewMonitor(statter, p.Prober, p.Store, parts.Monitor)
-	p.Inventory = inventory.New(dirChecker(parts.OpenShare), p.Prober, p.Store, parts.Inventory)
+	referrer := &smb.Referrer{Dialer: probeDialer}
+	cache := dfs.NewCache(referrer.Fetch, dfs.CacheOptions{})
+	resolver := dfs.NewResolver(cache)
+	resolve := func(ctx context.Context, path string, creds auth.Credentials) (dfs.Resolution, error) {
+		return resolver.Resolve(smb.WithCredentials(ctx, creds), path)
+	}
+	p.runs = append(p.runs, cache.Run)
+	p.Inventory = inventory.New(dirChecker(locate.New(locate.OpenShare(parts.OpenShare), resolve)), p.Prober, p.Store, parts.Inventory)
 	deps := driver.Deps{
 		Mounter: parts.Mounter, Statter: statter, Monitor: p.Monitor, Verdicts: p.Store, Remounts: m,
-		OpenShare: parts.OpenShare, Inventory: p.Inventory,
+		OpenShare: parts.OpenShare, ResolveDFS: resolve, Inventory: p.Inventory,
 	}
 	if opts.ServesNode() {
-		referrer := &smb.Referrer{Dialer: probeDialer}
-		cache := dfs.NewCache(referrer.Fetch, dfs.CacheOptions{})
 		mounter := parts.Mounter
 		p.Failover = failover.New(p.Store, parts.Fence, func() (map[string]string, error) {
 			infos, err := mounter.List()
@@ -133,8 +139,8 @@ func New(opts driver.Options, parts Parts) (*Plugin, error) {
 			}
 			return out, err
 		}, p.Monitor, failover.Options{Disabled: !opts.DFSFailover, UnfenceAfter: opts.DFSUnfenceAfter})
-		deps.DFS = &dfsNode{resolver: dfs.NewResolver(cache), probes: p.Prober, failover: p.Failover}
-		p.runs = append(p.runs, cache.Run, parts.Fence.Run, p.Failover.Run)
+		deps.DFS = &dfsNode{resolve: resolve, probes: p.Prober, failover: p.Failover}
+		p.runs = append(p.runs, parts.Fence.Run, p.Failover.Run)
 	}
 	if opts.KubeAPI {
 		client := parts.Kube
@@ -205,27 +211,27 @@ func seed(ctx context.Context, client kubernetes.Interface, driverName string, i
 	klog.InfoS("watching the volumes of existing PersistentVolumes", "count", n)
 }
 
-// dirChecker checks a volume directory over the controller's SMB sessions.
-func dirChecker(open driver.OpenShare) inventory.DirChecker {
-	return func(ctx context.Context, v volume.Volume, creds auth.Credentials) (bool, error) {
-		sh, release, err := open(ctx, v.Source.Server, v.Source.Share, creds)
-		if err != nil {
-			return false, err
-		}
-		defer release()
-		return provision.Exists(ctx, sh, v)
+// dirChecker checks a volume directory over the controller's SMB sessions
+// (through a target of its link for a DFS source).
+func dirChecker(shares *locate.Locator) inventory.DirChecker {
+	return func(ctx context.Context, v volume.Volume, creds auth.Credentials) (ok bool, err error) {
+		err = shares.With(ctx, v.Source, creds, func(fsys provision.FS) error {
+			ok, err = provision.Exists(ctx, fsys, v)
+			return err
+		})
+		return ok, err
 	}
 }
 
 // dfsNode is the driver's view of the node's DFS parts.
 type dfsNode struct {
-	resolver *dfs.Resolver
+	resolve  locate.Resolve
 	probes   *health.Prober
 	failover *failover.Controller
 }
 
 func (n *dfsNode) Resolve(ctx context.Context, path string, creds auth.Credentials) (dfs.Resolution, error) {
-	return n.resolver.Resolve(smb.WithCredentials(ctx, creds), path)
+	return n.resolve(ctx, path, creds)
 }
 
 func (n *dfsNode) Acquire(targets []string, creds auth.Credentials) func() {

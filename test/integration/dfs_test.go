@@ -5,13 +5,18 @@ package integration
 import (
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/container-storage-interface/spec/lib/go/csi"
+
 	"github.com/csi-smb/csi-smb/pkg/auth"
 	"github.com/csi-smb/csi-smb/pkg/dfs"
+	"github.com/csi-smb/csi-smb/pkg/driver"
 	"github.com/csi-smb/csi-smb/pkg/smb"
 	"github.com/csi-smb/csi-smb/test/lab"
 )
@@ -52,5 +57,42 @@ func TestReferralsFromSamba(t *testing.T) {
 				t.Fatalf("a plain share: %v, want ErrNotDFS", err)
 			}
 		})
+	}
+}
+
+// TestControllerOnDFSLink: CreateVolume on a DFS link (dfs\ha, two targets
+// on one directory) acts through a target of the link: the directory and
+// its record appear in the shared directory; the volume ID keeps the DFS
+// source (the node mounts the DFS path); ControllerGetVolume finds the
+// directory; DeleteVolume removes it.
+func TestControllerOnDFSLink(t *testing.T) {
+	c := controller(t)
+	name := uniqueName(t)
+	vol := mustCreate(t, c, createReq(name, map[string]string{"source": lab.HASource + "/it"}))
+	if got := vol.GetVolumeContext()["source"]; got != lab.HASource+"/it" {
+		t.Fatalf("volume context source %q, want the DFS path", got)
+	}
+	dir := filepath.Join(os.Getenv(envLabDir), lab.HADir, "it", name)
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+		t.Fatalf("volume directory on the link's shared directory: %v", err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		r, err := c.ControllerGetVolume(ctxT(t), &csi.ControllerGetVolumeRequest{VolumeId: vol.GetVolumeId()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		abnormal, msg, _ := driver.LegacyCondition(r.GetStatus(), 2)
+		if !abnormal && strings.HasPrefix(msg, "VolumeHealthy") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("DFS volume condition abnormal=%v %q", abnormal, msg)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	mustDelete(t, c, vol.GetVolumeId())
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Fatalf("directory after DeleteVolume: %v", err)
 	}
 }
