@@ -47,8 +47,15 @@ type Retargeter interface {
 	Retarget(id string, f health.Failover)
 }
 
+// Recorder receives failovers and the fence count (pkg/metrics).
+type Recorder interface {
+	FailedOver(fenced bool, took time.Duration)
+	Fences(n int)
+}
+
 // Options tune the controller. Zero values get defaults.
 type Options struct {
+	Recorder Recorder // optional
 	// Disabled: watch and report only, never fence (the kernel alone).
 	Disabled     bool
 	UnfenceAfter time.Duration // a fenced target healthy this long is let back, default 30 s
@@ -295,9 +302,12 @@ func (c *Controller) step(now time.Time) {
 	var changes []change
 	for _, v := range c.vols {
 		if a, ok := active[v.Staging]; ok && a != v.active {
-			_, fenced := c.fenced[v.active]
+			at, fenced := c.fenced[v.active]
 			changes = append(changes, change{v.ID, health.Failover{From: v.active, To: a, At: now,
 				FromFrozen: fenced && c.silent[v.active]}})
+			if r := c.opts.Recorder; r != nil && v.active != "" {
+				r.FailedOver(fenced, now.Sub(at))
+			}
 			if v.active != "" {
 				klog.InfoS("DFS volume now served by another target", "volumeID", v.ID, "from", v.active, "to", a)
 			}
@@ -348,6 +358,9 @@ func (c *Controller) step(now time.Time) {
 		case now.Sub(c.healthy[t]) >= c.opts.UnfenceAfter:
 			c.liftLocked(t, "healthy again (no failback: mounts stay where they are)")
 		}
+	}
+	if r := c.opts.Recorder; r != nil {
+		r.Fences(len(c.fenced))
 	}
 	c.mu.Unlock()
 	for _, ch := range changes {

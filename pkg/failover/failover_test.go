@@ -301,3 +301,35 @@ func TestNoFailoverFromARecoveringTarget(t *testing.T) {
 		}
 	})
 }
+
+type recorder struct {
+	mu     sync.Mutex
+	moves  []string
+	fences int
+}
+
+func (r *recorder) FailedOver(fenced bool, took time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.moves = append(r.moves, fmt.Sprintf("fenced=%v took=%v", fenced, took))
+}
+
+func (r *recorder) Fences(n int) { r.mu.Lock(); r.fences = n; r.mu.Unlock() }
+
+// TestMetrics: a failover is counted with the time from the fence to the
+// kernel's move, and the fence count follows.
+func TestMetrics(t *testing.T) {
+	rec := &recorder{}
+	run(t, Options{Recorder: rec}, func(r *rig) {
+		r.store.SetServer(a, down)
+		synctest.Wait()
+		time.Sleep(700 * time.Millisecond)
+		r.mountedOn(b)
+		time.Sleep(time.Second)
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		if !slices.Equal(rec.moves, []string{"fenced=true took=1s"}) || rec.fences != 1 {
+			t.Fatalf("recorded %v, %d fences", rec.moves, rec.fences)
+		}
+	})
+}

@@ -26,6 +26,9 @@ type Metrics struct {
 	serverState *prometheus.GaugeVec
 	volumeState *prometheus.GaugeVec
 	remounts    *prometheus.CounterVec
+	failovers   *prometheus.CounterVec
+	failoverDur prometheus.Histogram
+	fences      prometheus.Gauge
 }
 
 // New registers the collectors (and the Go and process collectors) on reg.
@@ -52,8 +55,22 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 			Namespace: namespace, Name: "remounts_total",
 			Help: "Remounts of wedged mounts whose server still answered, by result (ok, error).",
 		}, []string{"result"}),
+		failovers: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "dfs_failovers_total",
+			Help: "DFS volumes moved to another target; by whether the driver fenced the target they left (fenced: true) or the kernel moved by itself.",
+		}, []string{"fenced"}),
+		failoverDur: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: namespace, Name: "dfs_failover_seconds",
+			Help:    "From fencing a dead DFS target to the kernel's mount being connected to another one.",
+			Buckets: prometheus.ExponentialBuckets(0.05, 2, 10), // 50 ms .. ~25 s
+		}),
+		fences: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "dfs_fences",
+			Help: "DFS targets fenced on this node now.",
+		}),
 	}
 	for _, c := range []prometheus.Collector{m.rtt, m.failures, m.serverState, m.volumeState, m.remounts,
+		m.failovers, m.failoverDur, m.fences,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register metrics: %w", err)
@@ -93,6 +110,18 @@ func (m *Metrics) Follow(ctx context.Context, sub *health.Subscription) error {
 		}
 	})
 }
+
+// FailedOver counts a DFS volume's move to another target; took is from
+// the fence to the move (0 when the kernel moved by itself).
+func (m *Metrics) FailedOver(fenced bool, took time.Duration) {
+	m.failovers.WithLabelValues(fmt.Sprint(fenced)).Inc()
+	if fenced {
+		m.failoverDur.Observe(took.Seconds())
+	}
+}
+
+// Fences sets the number of fenced DFS targets.
+func (m *Metrics) Fences(n int) { m.fences.Set(float64(n)) }
 
 // Remounted counts a remount attempt.
 func (m *Metrics) Remounted(err error) {

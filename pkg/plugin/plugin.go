@@ -138,7 +138,7 @@ func New(opts driver.Options, parts Parts) (*Plugin, error) {
 				}
 			}
 			return out, err
-		}, p.Monitor, failover.Options{Disabled: !opts.DFSFailover, UnfenceAfter: opts.DFSUnfenceAfter})
+		}, p.Monitor, failover.Options{Disabled: !opts.DFSFailover, UnfenceAfter: opts.DFSUnfenceAfter, Recorder: m})
 		deps.DFS = &dfsNode{resolve: resolve, probes: p.Prober, failover: p.Failover}
 		p.runs = append(p.runs, parts.Fence.Run, p.Failover.Run)
 	}
