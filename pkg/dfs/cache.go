@@ -291,6 +291,27 @@ func (c *Cache) SetHint(path, target string) error {
 	return nil
 }
 
+// HintServer sets the hint of the referral covering path to its target on
+// server (the host part of the address the kernel's mount is connected to).
+func (c *Cache) HintServer(path, server string) error {
+	c.mu.Lock()
+	e := c.longestLocked(path, false)
+	var target string
+	if e != nil {
+		for _, t := range e.ref.Targets {
+			if host, _, _ := strings.Cut(strings.TrimPrefix(t, `\`), `\`); strings.EqualFold(host, server) {
+				target = t
+				break
+			}
+		}
+	}
+	c.mu.Unlock()
+	if target == "" {
+		return fmt.Errorf("no cached referral of %s has a target on %s", path, server)
+	}
+	return c.SetHint(path, target)
+}
+
 // Run refreshes, until ctx ends, each referral used within its last TTL
 // when three quarters of its TTL have passed, so a lookup rarely waits for
 // a fetch and a root that went down leaves the freshest copy behind. While

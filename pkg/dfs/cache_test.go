@@ -222,3 +222,20 @@ func TestReferralOf(t *testing.T) {
 		t.Fatalf("no targets: %v", err)
 	}
 }
+
+func TestCacheHintServer(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		root := &fakeRoot{targets: []string{`\10.0.0.2\s`, `\10.0.0.3\s`}, ttl: time.Minute}
+		c := NewCache(root.fetch, CacheOptions{})
+		lookup(t, c, `\root\dfs\multi`)
+		if err := c.HintServer(`\root\dfs\multi\x`, "10.0.0.3"); err != nil {
+			t.Fatal(err)
+		}
+		if r := lookup(t, c, `\root\dfs\multi`); r.Targets[0] != `\10.0.0.3\s` {
+			t.Fatalf("targets %v, want the hinted server first", r.Targets)
+		}
+		if err := c.HintServer(`\root\dfs\multi`, "10.0.0.9"); err == nil {
+			t.Fatal("a server that is no target was accepted as the hint")
+		}
+	})
+}

@@ -50,10 +50,7 @@ func (d *Driver) dfsTargets(ctx context.Context, vol volume.Volume, creds auth.C
 		return nil
 	}
 	loc := vol.Location()
-	path := `\` + loc.Server + `\` + loc.Share
-	if loc.Path != "" {
-		path += `\` + strings.ReplaceAll(loc.Path, "/", `\`)
-	}
+	path := uncPath(loc)
 	rctx, cancel := context.WithTimeout(ctx, resolveWait)
 	defer cancel()
 	res, err := d.deps.DFS.Resolve(rctx, path, creds)
@@ -80,6 +77,15 @@ func (d *Driver) dfsTargets(ctx context.Context, vol volume.Volume, creds auth.C
 	}
 	klog.InfoS("volume is on a DFS link", "source", loc, "link", res.Link, "targets", res.Targets, "addresses", out)
 	return out
+}
+
+// uncPath is \server\share[\path] of a source.
+func uncPath(s volume.Source) string {
+	p := `\` + s.Server + `\` + s.Share
+	if s.Path != "" {
+		p += `\` + strings.ReplaceAll(s.Path, "/", `\`)
+	}
+	return p
 }
 
 // lookup returns the addresses of host (an IP address is its own).

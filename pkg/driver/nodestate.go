@@ -157,7 +157,8 @@ func (d *Driver) watch(ctx context.Context, id string, s *staged) {
 		Creds: s.creds, Remountable: true, Initial: initial,
 	})
 	if s.dfs != nil {
-		d.deps.DFS.Add(failover.Volume{ID: id, Staging: s.staging, Targets: s.dfs, Consistency: s.consistency}, server)
+		d.deps.DFS.Add(failover.Volume{ID: id, Staging: s.staging, Targets: s.dfs, Consistency: s.consistency,
+			Path: uncPath(s.vol.Location())}, server)
 	}
 }
 

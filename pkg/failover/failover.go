@@ -56,6 +56,9 @@ type Recorder interface {
 // Options tune the controller. Zero values get defaults.
 type Options struct {
 	Recorder Recorder // optional
+	// Hint, when set, is told the target (ip:port) each volume's mount uses,
+	// whenever it changes: the referral cache lists it first.
+	Hint func(path, active string)
 	// Disabled: watch and report only, never fence (the kernel alone).
 	Disabled     bool
 	UnfenceAfter time.Duration // a fenced target healthy this long is let back, default 30 s
@@ -67,6 +70,7 @@ type Volume struct {
 	ID      string
 	Staging string
 	Targets []string // ip:port of every target of its link
+	Path    string   // its DFS path, \server\share\...
 	// Consistency: never leave a frozen target (TCP alive, SMB silent): a
 	// write it holds would be applied late, over newer ones. The volume
 	// waits for that target instead (availability traded for consistency).
@@ -114,6 +118,9 @@ func (c *Controller) Add(v Volume, active string) {
 	c.mu.Lock()
 	c.vols[v.ID] = &vol{Volume: v, active: active}
 	c.mu.Unlock()
+	if c.opts.Hint != nil && active != "" && v.Path != "" {
+		c.opts.Hint(v.Path, active)
+	}
 	c.poke()
 }
 
@@ -296,14 +303,14 @@ func (c *Controller) step(now time.Time) {
 	}
 	c.mu.Lock()
 	type change struct {
-		id string
-		f  health.Failover
+		id, path string
+		f        health.Failover
 	}
 	var changes []change
 	for _, v := range c.vols {
 		if a, ok := active[v.Staging]; ok && a != v.active {
 			at, fenced := c.fenced[v.active]
-			changes = append(changes, change{v.ID, health.Failover{From: v.active, To: a, At: now,
+			changes = append(changes, change{v.ID, v.Path, health.Failover{From: v.active, To: a, At: now,
 				FromFrozen: fenced && c.silent[v.active]}})
 			if r := c.opts.Recorder; r != nil && v.active != "" {
 				r.FailedOver(fenced, now.Sub(at))
@@ -365,6 +372,9 @@ func (c *Controller) step(now time.Time) {
 	c.mu.Unlock()
 	for _, ch := range changes {
 		c.retgt.Retarget(ch.id, ch.f)
+		if c.opts.Hint != nil && ch.path != "" {
+			c.opts.Hint(ch.path, ch.f.To)
+		}
 	}
 }
 

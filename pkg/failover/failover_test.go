@@ -333,3 +333,23 @@ func TestMetrics(t *testing.T) {
 		}
 	})
 }
+
+// TestHintFollowsTheMount: the referral hint is told where the mount is,
+// at Add and after every move.
+func TestHintFollowsTheMount(t *testing.T) {
+	var mu sync.Mutex
+	var hints []string
+	hint := func(path, active string) { mu.Lock(); hints = append(hints, path+"@"+active); mu.Unlock() }
+	run(t, Options{Hint: hint}, func(r *rig) {
+		r.c.Add(Volume{ID: "v", Staging: "/staging", Targets: []string{a, b}, Path: `\r\dfs\ha`}, a)
+		r.store.SetServer(a, down)
+		synctest.Wait()
+		r.mountedOn(b)
+		time.Sleep(time.Second)
+		mu.Lock()
+		defer mu.Unlock()
+		if !slices.Equal(hints, []string{`\r\dfs\ha@` + a, `\r\dfs\ha@` + b}) {
+			t.Fatalf("hints %v", hints)
+		}
+	})
+}

@@ -8,6 +8,7 @@ package plugin
 import (
 	"context"
 	"errors"
+	"net"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
@@ -138,7 +139,16 @@ func New(opts driver.Options, parts Parts) (*Plugin, error) {
 				}
 			}
 			return out, err
-		}, p.Monitor, failover.Options{Disabled: !opts.DFSFailover, UnfenceAfter: opts.DFSUnfenceAfter, Recorder: m})
+		}, p.Monitor, failover.Options{Disabled: !opts.DFSFailover, UnfenceAfter: opts.DFSUnfenceAfter, Recorder: m,
+			Hint: func(path, active string) {
+				host, _, err := net.SplitHostPort(active)
+				if err == nil {
+					err = cache.HintServer(path, host)
+				}
+				if err != nil {
+					klog.V(2).InfoS("no referral target hint for a DFS volume", "path", path, "active", active, "err", err)
+				}
+			}})
 		deps.DFS = &dfsNode{resolve: resolve, probes: p.Prober, failover: p.Failover}
 		p.runs = append(p.runs, parts.Fence.Run, p.Failover.Run)
 	}

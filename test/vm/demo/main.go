@@ -1,7 +1,8 @@
 // Command demo runs inside the lab's qemu guest: it starts the real csi-smb
 // binary and walks one volume through its life on real Samba and kernel
 // cifs, printing each step and its latency, then breaks the server (kill,
-// freeze) and shows what the driver reports until it heals.
+// freeze) and shows what the driver reports until it heals; then a volume on
+// a DFS link whose active target freezes under a running reader.
 package main
 
 import (
@@ -141,6 +142,9 @@ func (d *demo) lifecycle(ip, server string) error {
 		if err := d.do(s.name, s.fn); err != nil {
 			return err
 		}
+	}
+	if err := d.dfs(); err != nil {
+		return err
 	}
 	fmt.Println("\ndemo finished: every step passed")
 	return nil
