@@ -14,6 +14,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"slices"
@@ -45,6 +46,8 @@ type Targets func() (map[string]string, error)
 // Retargeter is told the volume's active target changed (pkg/health.Monitor).
 type Retargeter interface {
 	Retarget(id string, f health.Failover)
+	// Fenced tells which targets are fenced on the node now.
+	Fenced(targets []string)
 }
 
 // Recorder receives failovers and the fence count (pkg/metrics).
@@ -369,7 +372,9 @@ func (c *Controller) step(now time.Time) {
 	if r := c.opts.Recorder; r != nil {
 		r.Fences(len(c.fenced))
 	}
+	fenced := slices.Sorted(maps.Keys(c.fenced))
 	c.mu.Unlock()
+	c.retgt.Fenced(fenced)
 	for _, ch := range changes {
 		c.retgt.Retarget(ch.id, ch.f)
 		if c.opts.Hint != nil && ch.path != "" {

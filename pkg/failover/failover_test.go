@@ -62,6 +62,8 @@ func (r *retargets) Retarget(id string, f health.Failover) {
 	r.log = append(r.log, fmt.Sprintf("%s:%s>%s frozen=%v", id, f.From, f.To, f.FromFrozen))
 }
 
+func (r *retargets) Fenced([]string) {}
+
 func (r *retargets) get() []string { r.mu.Lock(); defer r.mu.Unlock(); return slices.Clone(r.log) }
 
 const (

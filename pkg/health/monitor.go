@@ -61,6 +61,7 @@ type Monitor struct {
 	store   *Store
 	mu      sync.Mutex
 	vols    map[string]*watched
+	fenced  []string // DFS targets fenced on the node (host:port)
 	wake    chan struct{}
 }
 
@@ -339,6 +340,22 @@ func (m *Monitor) Retarget(id string, f Failover) {
 	}
 	m.publishLocked(id, w, f.At)
 	poke(w.wake)
+}
+
+// Fenced records the DFS targets fenced on the node now.
+func (m *Monitor) Fenced(targets []string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if slices.Equal(m.fenced, targets) {
+		return
+	}
+	m.fenced = slices.Clone(targets)
+	now := time.Now()
+	for id, w := range m.vols {
+		if len(w.spec.Targets) > 0 {
+			m.publishLocked(id, w, now)
+		}
+	}
 }
 
 // publishLocked writes w's verdict to the store, if w is still watched.

@@ -386,6 +386,14 @@ func TestMonitorDFSVerdicts(t *testing.T) {
 		if r := reason(); r != ReasonVolumeHealthy {
 			t.Fatalf("after the notice: %s", r)
 		}
+		m.Fenced([]string{"a:445"})
+		if r := reason(); r != ReasonTargetFenced {
+			t.Fatalf("standby fenced: %s", r)
+		}
+		m.Fenced(nil)
+		if r := reason(); r != ReasonVolumeHealthy {
+			t.Fatalf("fence lifted: %s", r)
+		}
 		m.Remove("v")
 		if probes.refs["a:445"] != 0 || probes.refs["b:445"] != 0 {
 			t.Fatalf("probes %v held after Remove", probes.refs)

@@ -2,6 +2,7 @@ package health
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -17,6 +18,7 @@ const (
 	ReasonFailedOver        = "FailedOver"        // the mount moved to another target (notice)
 	ReasonTargetUnreachable = "TargetUnreachable" // a standby target is down; the volume is served
 	ReasonNoHealthyTarget   = "NoHealthyTarget"   // every target is down
+	ReasonTargetFenced      = "TargetFenced"      // a standby target answers but is fenced on this node for now
 	// ReasonStaleWriteRisk: the volume left a frozen target, which answers
 	// again: a write it had buffered may have been applied late (split brain).
 	ReasonStaleWriteRisk = "StaleWriteRisk"
@@ -113,12 +115,15 @@ func serverNote(sv Verdict) string {
 // failover in progress; a recent move is FailedOver; a standby down is
 // TargetUnreachable (the volume is served, with less redundancy).
 func (m *Monitor) dfsLocked(w *watched, v VolumeVerdict, now time.Time) VolumeVerdict {
-	var down, up []string
+	var down, up, fenced []string
 	for _, t := range w.spec.Targets {
 		if sv, ok := m.store.Server(t); ok && sv.State == StateUnreachable {
 			down = append(down, t)
 		} else {
 			up = append(up, t)
+			if slices.Contains(m.fenced, t) && t != w.spec.Server {
+				fenced = append(fenced, t)
+			}
 		}
 	}
 	fo := w.failover
@@ -139,6 +144,10 @@ func (m *Monitor) dfsLocked(w *watched, v VolumeVerdict, now time.Time) VolumeVe
 	case v.State == StateHealthy && len(down) > 0:
 		v = VolumeVerdict{State: StateDegraded, Reason: ReasonTargetUnreachable, Message: fmt.Sprintf("standby DFS target %s unreachable; served by %s",
 			strings.Join(down, ", "), w.spec.Server)}
+	case v.State == StateHealthy && len(fenced) > 0:
+		v = VolumeVerdict{State: StateDegraded, Reason: ReasonTargetFenced, Message: fmt.Sprintf(
+			"standby DFS target %s answers but is fenced on this node until it has stayed healthy; served by %s",
+			strings.Join(fenced, ", "), w.spec.Server)}
 	}
 	return v
 }
