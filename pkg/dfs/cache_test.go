@@ -9,6 +9,8 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/csi-smb/csi-smb/internal/testrun"
 )
 
 // fakeRoot answers referrals for \root\dfs\multi with settable targets and
@@ -95,15 +97,7 @@ func TestCacheServesWhileRootIsDown(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		root := &fakeRoot{targets: []string{`\a\s`, `\b\s`}, ttl: time.Minute}
 		c := NewCache(root.fetch, CacheOptions{})
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error)
-		go func() { done <- c.Run(ctx) }()
-		defer func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Error(err)
-			}
-		}()
+		testrun.Background(t, c.Run)
 		lookup(t, c, `\root\dfs\multi`)
 		root.set(func(f *fakeRoot) { f.down = true })
 		time.Sleep(10 * time.Minute)
@@ -129,15 +123,7 @@ func TestCacheRefreshesInBackground(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		root := &fakeRoot{targets: []string{`\a\s`}, ttl: 100 * time.Second}
 		c := NewCache(root.fetch, CacheOptions{})
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error)
-		go func() { done <- c.Run(ctx) }()
-		defer func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Error(err)
-			}
-		}()
+		testrun.Background(t, c.Run)
 		lookup(t, c, `\root\dfs\multi`)
 		time.Sleep(76 * time.Second)
 		synctest.Wait()

@@ -26,6 +26,8 @@ import (
 	"github.com/csi-smb/csi-smb/pkg/provision/provisiontest"
 	"github.com/csi-smb/csi-smb/pkg/smb"
 	"github.com/csi-smb/csi-smb/pkg/volume"
+
+	"github.com/csi-smb/csi-smb/internal/testrun"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -91,17 +93,7 @@ func newHarness(t *testing.T) *harness {
 }
 
 // startMonitor runs the Monitor until the test ends.
-func (h *harness) startMonitor(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() { done <- h.monitor.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	})
-}
+func (h *harness) startMonitor(t *testing.T) { testrun.Background(t, h.monitor.Run) }
 
 // setStatfs replaces what the fake statfs does.
 func (h *harness) setStatfs(fn func(string, *unix.Statfs_t) error) {

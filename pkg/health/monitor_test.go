@@ -15,6 +15,8 @@ import (
 
 	"github.com/csi-smb/csi-smb/pkg/auth"
 	"github.com/csi-smb/csi-smb/pkg/mount"
+
+	"github.com/csi-smb/csi-smb/internal/testrun"
 )
 
 func TestClassifyStat(t *testing.T) {
@@ -347,15 +349,7 @@ func TestMonitorDFSVerdicts(t *testing.T) {
 		store.SetServer("b:445", up)
 		probes := &fakeProbes{refs: map[string]int{}}
 		m := NewMonitor(mount.NewStatter(func(string, *unix.Statfs_t) error { return nil }), probes, store, MonitorOptions{})
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error)
-		go func() { done <- m.Run(ctx) }()
-		defer func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Error(err)
-			}
-		}()
+		testrun.Background(t, m.Run)
 		m.Add(VolumeSpec{ID: "v", Staging: "/s", Server: "a:445", Targets: []string{"a:445", "b:445"}, Initial: &mount.StatResult{}})
 		if probes.refs["a:445"] != 1 || probes.refs["b:445"] != 1 {
 			t.Fatalf("probes %v: every target is probed", probes.refs)
@@ -409,15 +403,7 @@ func TestMonitorStaleWriteRisk(t *testing.T) {
 		store.SetServer("a:445", Verdict{State: StateUnreachable, Reason: ReasonUnreachable, Silent: true})
 		store.SetServer("b:445", Verdict{State: StateHealthy, Reason: ReasonReachable})
 		m := NewMonitor(mount.NewStatter(func(string, *unix.Statfs_t) error { return nil }), &fakeProbes{refs: map[string]int{}}, store, MonitorOptions{})
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error)
-		go func() { done <- m.Run(ctx) }()
-		defer func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Error(err)
-			}
-		}()
+		testrun.Background(t, m.Run)
 		m.Add(VolumeSpec{ID: "v", Staging: "/s", Server: "a:445", Targets: []string{"a:445", "b:445"}, Initial: &mount.StatResult{}})
 		m.Retarget("v", Failover{From: "a:445", To: "b:445", At: time.Now(), FromFrozen: true})
 		time.Sleep(3 * time.Second)

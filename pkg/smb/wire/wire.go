@@ -67,16 +67,25 @@ func (h Header) Interim() bool { return h.Flags&FlagAsync != 0 && h.Status == St
 // answer an ECHO without verifying the session (MS-SMB2 3.3.5.2.9), which is
 // what the Linux client does too.
 func EchoRequest(messageID uint64) []byte {
-	b := make([]byte, EchoFrameSize)
-	binary.BigEndian.PutUint32(b[0:4], HeaderSize+echoBodySize) // the first byte stays 0
+	b := request(CmdEcho, messageID, 0, 0, echoBodySize)
+	binary.LittleEndian.PutUint16(b[4+HeaderSize:], echoBodySize)
+	return b
+}
+
+// request returns a framed request of body bytes with its header filled
+// in: one credit charged and asked for, unsigned.
+func request(cmd uint16, messageID, sessionID uint64, treeID uint32, body int) []byte {
+	b := make([]byte, 4+HeaderSize+body)
+	binary.BigEndian.PutUint32(b[0:4], uint32(HeaderSize+body)) //nolint:gosec // callers keep it under MaxProbeFrame: the first byte stays 0
 	h := b[4:]
 	binary.LittleEndian.PutUint32(h[0:4], protocolSMB2)
 	binary.LittleEndian.PutUint16(h[4:6], HeaderSize)
 	binary.LittleEndian.PutUint16(h[6:8], 1) // CreditCharge
-	binary.LittleEndian.PutUint16(h[12:14], CmdEcho)
+	binary.LittleEndian.PutUint16(h[12:14], cmd)
 	binary.LittleEndian.PutUint16(h[14:16], 1) // CreditRequest
 	binary.LittleEndian.PutUint64(h[24:32], messageID)
-	binary.LittleEndian.PutUint16(h[HeaderSize:HeaderSize+2], echoBodySize)
+	binary.LittleEndian.PutUint32(h[36:40], treeID)
+	binary.LittleEndian.PutUint64(h[40:48], sessionID)
 	return b
 }
 
@@ -153,19 +162,8 @@ func IoctlRequest(messageID, sessionID uint64, treeID, ctlCode uint32, input []b
 	if len(input) > MaxProbeFrame-HeaderSize-ioctlFixedSize || maxOut > MaxProbeFrame-HeaderSize-ioctlRespFixed {
 		return nil, fmt.Errorf("IOCTL input %d or output %d bytes over one credit", len(input), maxOut)
 	}
-	n := HeaderSize + ioctlFixedSize + max(len(input), 1)
-	b := make([]byte, 4+n)
-	binary.BigEndian.PutUint32(b[0:4], uint32(n)) //nolint:gosec // under MaxProbeFrame
-	h := b[4:]
-	binary.LittleEndian.PutUint32(h[0:4], protocolSMB2)
-	binary.LittleEndian.PutUint16(h[4:6], HeaderSize)
-	binary.LittleEndian.PutUint16(h[6:8], 1) // CreditCharge
-	binary.LittleEndian.PutUint16(h[12:14], CmdIoctl)
-	binary.LittleEndian.PutUint16(h[14:16], 1) // CreditRequest
-	binary.LittleEndian.PutUint64(h[24:32], messageID)
-	binary.LittleEndian.PutUint32(h[36:40], treeID)
-	binary.LittleEndian.PutUint64(h[40:48], sessionID)
-	body := h[HeaderSize:]
+	b := request(CmdIoctl, messageID, sessionID, treeID, ioctlFixedSize+max(len(input), 1))
+	body := b[4+HeaderSize:]
 	binary.LittleEndian.PutUint16(body[0:2], ioctlFixedSize+1)
 	binary.LittleEndian.PutUint32(body[4:8], ctlCode)
 	for i := 8; i < 24; i++ {

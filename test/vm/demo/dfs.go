@@ -96,26 +96,8 @@ func (d *demo) dfs() error {
 	if err := d.health(id, target); err != nil {
 		return err
 	}
-	for _, s := range []struct {
-		name string
-		fn   func(ctx context.Context) (string, error)
-	}{
-		{"NodeUnpublishVolume", func(ctx context.Context) (string, error) {
-			_, err := d.node.NodeUnpublishVolume(ctx, &csi.NodeUnpublishVolumeRequest{VolumeId: id, TargetPath: target})
-			return "unmounted", err
-		}},
-		{"NodeUnstageVolume", func(ctx context.Context) (string, error) {
-			_, err := d.node.NodeUnstageVolume(ctx, &csi.NodeUnstageVolumeRequest{VolumeId: id, StagingTargetPath: staging})
-			return "unmounted; the fence goes with the last volume on the target", err
-		}},
-		{"DeleteVolume", func(ctx context.Context) (string, error) {
-			_, err := d.ctl.DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: id, Secrets: secrets})
-			return "directory deleted", err
-		}},
-	} {
-		if err := d.do(s.name, s.fn); err != nil {
-			return err
-		}
+	if err := d.teardown(id, staging, target, secrets, "unmounted; the fence goes with the last volume on the target", "directory deleted"); err != nil {
+		return err
 	}
 	return nil
 }

@@ -122,6 +122,18 @@ func (d *demo) lifecycle(ip, server string) error {
 	if err := d.breakAndHeal(id, target, server); err != nil {
 		return err
 	}
+	if err := d.teardown(id, staging, target, secrets, "unmounted", "directory deleted (onDelete=delete)"); err != nil {
+		return err
+	}
+	if err := d.dfs(); err != nil {
+		return err
+	}
+	fmt.Println("\ndemo finished: every step passed")
+	return nil
+}
+
+// teardown unpublishes, unstages and deletes a volume, one printed step each.
+func (d *demo) teardown(id, staging, target string, secrets map[string]string, unstaged, deleted string) error {
 	for _, s := range []struct {
 		name string
 		fn   func(ctx context.Context) (string, error)
@@ -132,21 +144,17 @@ func (d *demo) lifecycle(ip, server string) error {
 		}},
 		{"NodeUnstageVolume", func(ctx context.Context) (string, error) {
 			_, err := d.node.NodeUnstageVolume(ctx, &csi.NodeUnstageVolumeRequest{VolumeId: id, StagingTargetPath: staging})
-			return "unmounted", err
+			return unstaged, err
 		}},
 		{"DeleteVolume", func(ctx context.Context) (string, error) {
 			_, err := d.ctl.DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: id, Secrets: secrets})
-			return "directory deleted (onDelete=delete)", err
+			return deleted, err
 		}},
 	} {
 		if err := d.do(s.name, s.fn); err != nil {
 			return err
 		}
 	}
-	if err := d.dfs(); err != nil {
-		return err
-	}
-	fmt.Println("\ndemo finished: every step passed")
 	return nil
 }
 
