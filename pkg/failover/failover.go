@@ -201,20 +201,101 @@ wait:
 		}
 	}
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.opts.Disabled {
+		c.mu.Unlock()
 		return done, nil
 	}
-	var errs []error
+	var acts []action
 	for _, t := range targets {
 		v, _ := c.store.Server(t)
 		if (v.State == health.StateUnreachable || pending(t)) && c.othersHealthyLocked(t, targets) {
 			klog.InfoS("DFS target dead or not answering before a mount: fenced so the kernel takes a live one",
 				"target", t, "verdict", v.Reason)
-			errs = append(errs, c.fenceLocked(t, false))
+			acts = append(acts, c.planFenceLocked(t, false))
 		}
 	}
-	return done, errors.Join(errs...)
+	c.mu.Unlock()
+	return done, c.apply(acts)
+}
+
+// action is fence work decided under the lock and done outside it: the
+// netlink calls must not hold up the RPCs that add and remove volumes.
+type action struct {
+	target   string
+	add      bool // a new fence
+	kill     bool // end the kernel's connections
+	lift     bool
+	why      string
+	previous fenceState // to restore when a lift fails
+}
+
+type fenceState struct {
+	at, healthy time.Time
+	silent      bool
+}
+
+// planFenceLocked records t as fenced (if it is not already) and returns
+// the work that makes it so.
+func (c *Controller) planFenceLocked(t string, kill bool) action {
+	_, already := c.fenced[t]
+	if !already {
+		sv, _ := c.store.Server(t)
+		c.fenced[t], c.healthy[t], c.silent[t] = time.Now(), time.Time{}, sv.Silent
+	}
+	return action{target: t, add: !already, kill: kill}
+}
+
+// planLiftLocked forgets t's fence and returns the work that lifts it.
+func (c *Controller) planLiftLocked(t, why string) action {
+	a := action{target: t, lift: true, why: why, previous: fenceState{c.fenced[t], c.healthy[t], c.silent[t]}}
+	delete(c.fenced, t)
+	delete(c.healthy, t)
+	delete(c.silent, t)
+	return a
+}
+
+// apply carries out the actions; a fence that could not be set, or lifted,
+// goes back to its earlier state, so the next step tries again.
+func (c *Controller) apply(acts []action) error {
+	var errs []error
+	for _, a := range acts {
+		ip, err := ipOf(a.target)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		switch {
+		case a.lift:
+			if err := c.fence.Remove(ip); err != nil {
+				errs = append(errs, fmt.Errorf("lift the fence on %s: %w", a.target, err))
+				c.mu.Lock()
+				c.fenced[a.target], c.healthy[a.target], c.silent[a.target] = a.previous.at, a.previous.healthy, a.previous.silent
+				c.mu.Unlock()
+				continue
+			}
+			klog.InfoS("DFS fence lifted", "target", a.target, "why", a.why)
+			continue
+		case a.add:
+			if err := c.fence.Add(ip); err != nil {
+				errs = append(errs, fmt.Errorf("fence %s: %w", a.target, err))
+				c.mu.Lock()
+				delete(c.fenced, a.target)
+				delete(c.healthy, a.target)
+				delete(c.silent, a.target)
+				c.mu.Unlock()
+				continue
+			}
+			klog.InfoS("DFS target fenced on this node", "target", a.target)
+		}
+		if a.kill {
+			n, err := c.fence.Kill(ip)
+			klog.InfoS("ended the kernel's connections to a fenced DFS target", "target", a.target, "connections", n, "err", err)
+			if err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // PrepareGrace is how long Prepare waits for the other targets once one
@@ -234,28 +315,6 @@ func (c *Controller) othersHealthyLocked(t string, targets []string) bool {
 	return slices.ContainsFunc(targets, func(o string) bool { return o != t && c.usableLocked(o) })
 }
 
-// fenceLocked fences t and, when kill, ends the kernel's connections to it.
-func (c *Controller) fenceLocked(t string, kill bool) error {
-	ip, err := ipOf(t)
-	if err != nil {
-		return err
-	}
-	if _, ok := c.fenced[t]; !ok {
-		if err := c.fence.Add(ip); err != nil {
-			return fmt.Errorf("fence %s: %w", t, err)
-		}
-		sv, _ := c.store.Server(t)
-		c.fenced[t], c.healthy[t], c.silent[t] = time.Now(), time.Time{}, sv.Silent
-		klog.InfoS("DFS target fenced on this node", "target", t)
-	}
-	if !kill {
-		return nil
-	}
-	n, err := c.fence.Kill(ip)
-	klog.InfoS("ended the kernel's connections to a fenced DFS target", "target", t, "connections", n, "err", err)
-	return err
-}
-
 func ipOf(addr string) (netip.Addr, error) {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
@@ -271,9 +330,10 @@ func ipOf(addr string) (netip.Addr, error) {
 // Run acts on every server verdict change and every Tick until ctx ends.
 func (c *Controller) Run(ctx context.Context) error {
 	sub := c.store.Subscribe()
-	defer sub.Close()
 	updates := make(chan struct{}, 1)
-	go func() {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() {
 		_ = health.Consume(ctx, sub, func(u health.Update) {
 			if u.Kind == health.KindServer {
 				select {
@@ -282,7 +342,7 @@ func (c *Controller) Run(ctx context.Context) error {
 				}
 			}
 		})
-	}()
+	})
 	t := time.NewTicker(c.opts.Tick)
 	defer t.Stop()
 	for {
@@ -310,6 +370,7 @@ func (c *Controller) step(now time.Time) {
 		f        health.Failover
 	}
 	var changes []change
+	var acts []action
 	for _, v := range c.vols {
 		if a, ok := active[v.Staging]; ok && a != v.active {
 			at, fenced := c.fenced[v.active]
@@ -345,9 +406,7 @@ func (c *Controller) step(now time.Time) {
 			continue
 		}
 		klog.InfoS("DFS target unreachable: failing over in place", "volumeID", v.ID, "target", v.active, "verdict", sv.Message)
-		if err := c.fenceLocked(v.active, true); err != nil {
-			klog.ErrorS(err, "DFS failover", "volumeID", v.ID, "target", v.active)
-		}
+		acts = append(acts, c.planFenceLocked(v.active, true))
 		v.left = v.active
 	}
 	for t := range c.fenced {
@@ -360,18 +419,23 @@ func (c *Controller) step(now time.Time) {
 		case !used:
 			// No volume of this node has the target any more (unstaged):
 			// nothing to keep it away from, and nobody probes it.
-			c.liftLocked(t, "no staged volume uses it")
+			acts = append(acts, c.planLiftLocked(t, "no staged volume uses it"))
 		case sv.State != health.StateHealthy:
 			c.healthy[t] = time.Time{}
 		case c.healthy[t].IsZero():
 			c.healthy[t] = now
 		case now.Sub(c.healthy[t]) >= c.opts.UnfenceAfter:
-			c.liftLocked(t, "healthy again (no failback: mounts stay where they are)")
+			acts = append(acts, c.planLiftLocked(t, "healthy again (no failback: mounts stay where they are)"))
 		}
 	}
 	if r := c.opts.Recorder; r != nil {
 		r.Fences(len(c.fenced))
 	}
+	c.mu.Unlock()
+	if err := c.apply(acts); err != nil {
+		klog.ErrorS(err, "DFS failover")
+	}
+	c.mu.Lock()
 	fenced := slices.Sorted(maps.Keys(c.fenced))
 	c.mu.Unlock()
 	c.retgt.Fenced(fenced)
@@ -381,18 +445,4 @@ func (c *Controller) step(now time.Time) {
 			c.opts.Hint(ch.path, ch.f.To)
 		}
 	}
-}
-
-// liftLocked removes the fence on t.
-func (c *Controller) liftLocked(t, why string) {
-	if ip, err := ipOf(t); err == nil {
-		if err := c.fence.Remove(ip); err != nil {
-			klog.ErrorS(err, "cannot lift a DFS fence", "target", t)
-			return
-		}
-	}
-	delete(c.fenced, t)
-	delete(c.healthy, t)
-	delete(c.silent, t)
-	klog.InfoS("DFS fence lifted", "target", t, "why", why)
 }

@@ -2,6 +2,7 @@ package failover
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -21,11 +22,16 @@ type fakeFence struct {
 	mu                   sync.Mutex
 	fenced               map[netip.Addr]bool
 	adds, kills, removes []string
+	failAdds             int // the next failAdds Adds fail
 }
 
 func (f *fakeFence) Add(a netip.Addr) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.failAdds > 0 {
+		f.failAdds--
+		return errors.New("netlink: operation not permitted")
+	}
 	f.fenced[a], f.adds = true, append(f.adds, a.String())
 	return nil
 }
@@ -352,6 +358,26 @@ func TestHintFollowsTheMount(t *testing.T) {
 		defer mu.Unlock()
 		if !slices.Equal(hints, []string{`\r\dfs\ha@` + a, `\r\dfs\ha@` + b}) {
 			t.Fatalf("hints %v", hints)
+		}
+	})
+}
+
+// TestFailedFenceIsRetried: a fence the kernel refused is not taken as set:
+// the next step tries again.
+func TestFailedFenceIsRetried(t *testing.T) {
+	run(t, Options{}, func(r *rig) {
+		r.fence.mu.Lock()
+		r.fence.failAdds = 1
+		r.fence.mu.Unlock()
+		r.store.SetServer(a, down)
+		time.Sleep(time.Second)
+		r.fence.mu.Lock()
+		refused := r.fence.failAdds == 0
+		r.fence.mu.Unlock()
+		adds, kills, _ := r.fence.get()
+		if !refused || !slices.Equal(adds, []string{"10.0.0.2"}) || len(kills) != 1 || len(r.c.Fenced()) != 1 {
+			t.Fatalf("after a refused fence: refused=%v, fenced %v, killed %v, recorded %v; want it set on a retry",
+				refused, adds, kills, r.c.Fenced())
 		}
 	})
 }
