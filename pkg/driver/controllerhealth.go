@@ -77,7 +77,24 @@ func (d *Driver) ControllerGetVolumeHealth(ctx context.Context, req *csi.Control
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	return &csi.ControllerGetVolumeHealthResponse{VolumeHealth: volumeHealth(e.ID, e.Verdict.State, e.Verdict.Reason, e.Verdict.Message)}, nil
+	return &csi.ControllerGetVolumeHealthResponse{VolumeHealth: entryHealth(e)}, nil
+}
+
+// entryHealth is a volume's v1.13 health from the controller: its verdict,
+// then, for a DFS volume, one entry per target that is not healthy.
+func entryHealth(e inventory.Entry) *csi.VolumeHealth {
+	vh := volumeHealth(e.ID, e.Verdict.State, e.Verdict.Reason, e.Verdict.Message)
+	for _, t := range e.Targets {
+		switch t.Verdict.State {
+		case health.StateUnreachable:
+			vh.HealthStatuses = append(vh.HealthStatuses, &csi.VolumeHealth_VolumeHealthEntry{Status: csi.VolumeHealthErrorType_DEGRADED,
+				Reason: health.ReasonTargetUnreachable, Message: fmt.Sprintf("DFS target %s unreachable from the controller: %s", t.Addr, t.Verdict.Message)})
+		case health.StateDegraded:
+			vh.HealthStatuses = append(vh.HealthStatuses, &csi.VolumeHealth_VolumeHealthEntry{Status: csi.VolumeHealthErrorType_DEGRADED,
+				Reason: t.Verdict.Reason, Message: fmt.Sprintf("DFS target %s: %s", t.Addr, t.Verdict.Message)})
+		}
+	}
+	return vh
 }
 
 // ControllerListVolumeHealth pages through the inventory's verdicts.
@@ -89,7 +106,7 @@ func (d *Driver) ControllerListVolumeHealth(ctx context.Context, req *csi.Contro
 	}
 	resp := &csi.ControllerListVolumeHealthResponse{NextToken: next}
 	for _, e := range entries[page[0]:page[1]] {
-		resp.Entries = append(resp.Entries, volumeHealth(e.ID, e.Verdict.State, e.Verdict.Reason, e.Verdict.Message))
+		resp.Entries = append(resp.Entries, entryHealth(e))
 	}
 	return resp, nil
 }

@@ -3,11 +3,6 @@ package driver
 import (
 	"context"
 	"errors"
-	"fmt"
-	"net"
-	"net/netip"
-	"slices"
-	"strings"
 	"time"
 
 	"k8s.io/klog/v2"
@@ -15,6 +10,7 @@ import (
 	"github.com/csi-smb/csi-smb/pkg/auth"
 	"github.com/csi-smb/csi-smb/pkg/dfs"
 	"github.com/csi-smb/csi-smb/pkg/failover"
+	"github.com/csi-smb/csi-smb/pkg/locate"
 	"github.com/csi-smb/csi-smb/pkg/volume"
 )
 
@@ -50,7 +46,7 @@ func (d *Driver) dfsTargets(ctx context.Context, vol volume.Volume, creds auth.C
 		return nil
 	}
 	loc := vol.Location()
-	path := uncPath(loc)
+	path := locate.UNC(loc)
 	rctx, cancel := context.WithTimeout(ctx, resolveWait)
 	defer cancel()
 	res, err := d.deps.DFS.Resolve(rctx, path, creds)
@@ -61,41 +57,7 @@ func (d *Driver) dfsTargets(ctx context.Context, vol volume.Volume, creds auth.C
 		klog.InfoS("cannot resolve the DFS referral of a volume; mounting it without DFS failover", "source", loc, "err", err)
 		return nil
 	}
-	var out []string
-	for _, t := range res.Targets {
-		host, _, _ := strings.Cut(strings.TrimPrefix(t, `\`), `\`)
-		addrs, err := lookup(rctx, host)
-		if err != nil {
-			klog.InfoS("cannot resolve a DFS target's name; it is not watched", "target", t, "err", err)
-			continue
-		}
-		for _, a := range addrs {
-			if s := net.JoinHostPort(a.String(), "445"); !slices.Contains(out, s) {
-				out = append(out, s)
-			}
-		}
-	}
+	out := locate.Addresses(rctx, res)
 	klog.InfoS("volume is on a DFS link", "source", loc, "link", res.Link, "targets", res.Targets, "addresses", out)
 	return out
-}
-
-// uncPath is \server\share[\path] of a source.
-func uncPath(s volume.Source) string {
-	p := `\` + s.Server + `\` + s.Share
-	if s.Path != "" {
-		p += `\` + strings.ReplaceAll(s.Path, "/", `\`)
-	}
-	return p
-}
-
-// lookup returns the addresses of host (an IP address is its own).
-func lookup(ctx context.Context, host string) ([]netip.Addr, error) {
-	if ip, err := netip.ParseAddr(strings.Trim(host, "[]")); err == nil {
-		return []netip.Addr{ip}, nil
-	}
-	addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
-	if err != nil {
-		return nil, fmt.Errorf("resolve %s: %w", host, err)
-	}
-	return addrs, nil
 }

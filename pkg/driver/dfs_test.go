@@ -14,6 +14,8 @@ import (
 	"github.com/csi-smb/csi-smb/pkg/auth"
 	"github.com/csi-smb/csi-smb/pkg/dfs"
 	"github.com/csi-smb/csi-smb/pkg/failover"
+	"github.com/csi-smb/csi-smb/pkg/health"
+	"github.com/csi-smb/csi-smb/pkg/inventory"
 )
 
 // fakeDFS records what the driver asks of the node's DFS parts, in order.
@@ -100,5 +102,20 @@ func TestStageOnDFSPath(t *testing.T) {
 	}
 	if fmt.Sprint(fd.calls) != `[resolve \srv\share\pvc-1]` {
 		t.Fatalf("plain share: %v", fd.calls)
+	}
+}
+
+// TestControllerHealthListsDFSTargets: ControllerGetVolumeHealth names each
+// DFS target that is not healthy, besides the volume's own verdict.
+func TestControllerHealthListsDFSTargets(t *testing.T) {
+	vh := entryHealth(inventory.Entry{ID: "v", Verdict: health.VolumeVerdict{State: health.StateHealthy},
+		Targets: []inventory.Target{
+			{Addr: "10.0.0.2:445", Verdict: health.Verdict{State: health.StateHealthy}},
+			{Addr: "10.0.0.3:445", Verdict: health.Verdict{State: health.StateUnreachable, Message: "refused"}},
+		}})
+	hs := vh.GetHealthStatuses()
+	if len(hs) != 1 || hs[0].GetReason() != health.ReasonTargetUnreachable || !strings.Contains(hs[0].GetMessage(), "10.0.0.3:445") ||
+		hs[0].GetStatus() != csi.VolumeHealthErrorType_DEGRADED {
+		t.Fatalf("health %v", hs)
 	}
 }

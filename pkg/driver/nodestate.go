@@ -15,6 +15,7 @@ import (
 	"github.com/csi-smb/csi-smb/pkg/failover"
 	"github.com/csi-smb/csi-smb/pkg/health"
 	"github.com/csi-smb/csi-smb/pkg/kube"
+	"github.com/csi-smb/csi-smb/pkg/locate"
 	"github.com/csi-smb/csi-smb/pkg/mount"
 	"github.com/csi-smb/csi-smb/pkg/volume"
 )
@@ -158,7 +159,7 @@ func (d *Driver) watch(ctx context.Context, id string, s *staged) {
 	})
 	if s.dfs != nil {
 		d.deps.DFS.Add(failover.Volume{ID: id, Staging: s.staging, Targets: s.dfs, Consistency: s.consistency,
-			Path: uncPath(s.vol.Location())}, server)
+			Path: locate.UNC(s.vol.Location())}, server)
 	}
 }
 

@@ -41,8 +41,15 @@ type ServerVerdicts interface {
 	Server(addr string) (health.Verdict, bool)
 }
 
+// Targets returns the addresses (host:port) of the DFS targets of a
+// volume's link, nil for a plain share.
+type Targets func(ctx context.Context, v volume.Volume, creds auth.Credentials) ([]string, error)
+
 // Options configure an Inventory. Zero values get defaults.
 type Options struct {
+	// Targets, when set, finds a volume's DFS targets at its first check;
+	// they are probed from then on and reported one by one.
+	Targets       Targets
 	CheckInterval time.Duration // directory checks, default 1 min
 	CheckTimeout  time.Duration // per check, default 10 s
 	Parallel      int           // checks at once, default 4
@@ -69,6 +76,9 @@ type cataloged struct {
 	present  bool
 	err      error
 	last     health.VolumeVerdict
+	targets  []string // DFS targets, probed; nil until known or for a plain share
+	resolved bool
+	untarget func()
 }
 
 // New builds an inventory; Run checks.
@@ -118,6 +128,9 @@ func (c *Inventory) Forget(id string) {
 	c.mu.Unlock()
 	if e != nil {
 		e.release()
+		if e.untarget != nil {
+			e.untarget()
+		}
 	}
 }
 
@@ -127,6 +140,15 @@ type Entry struct {
 	Volume   volume.Volume
 	Capacity int64
 	Verdict  health.VolumeVerdict
+	// Targets are the verdicts on each DFS target of the volume's link,
+	// as the controller's prober sees them (empty for a plain share).
+	Targets []Target
+}
+
+// Target is one DFS target and the verdict on it.
+type Target struct {
+	Addr    string
+	Verdict health.Verdict
 }
 
 // Get returns one volume.
@@ -137,7 +159,7 @@ func (c *Inventory) Get(id string) (Entry, bool) {
 	if !ok {
 		return Entry{}, false
 	}
-	return Entry{ID: id, Volume: e.vol, Capacity: e.capacity, Verdict: c.verdictLocked(e)}, true
+	return c.entryLocked(id, e), true
 }
 
 // List returns every volume, sorted by ID.
@@ -147,7 +169,7 @@ func (c *Inventory) List() []Entry {
 	out := make([]Entry, 0, len(c.vols))
 	for _, id := range slices.Sorted(maps.Keys(c.vols)) {
 		e := c.vols[id]
-		out = append(out, Entry{ID: id, Volume: e.vol, Capacity: e.capacity, Verdict: c.verdictLocked(e)})
+		out = append(out, c.entryLocked(id, e))
 	}
 	return out
 }
@@ -227,9 +249,14 @@ func (c *Inventory) checkOne(ctx context.Context, id string) {
 		c.mu.Unlock()
 		return
 	}
-	v, creds := e.vol, e.creds
+	v, creds, resolved := e.vol, e.creds, e.resolved
 	c.mu.Unlock()
 	cctx, cancel := context.WithTimeout(ctx, c.opts.CheckTimeout)
+	if !resolved && c.opts.Targets != nil {
+		if targets, err := c.opts.Targets(cctx, v, creds); err == nil {
+			c.watchTargets(id, e, targets, creds)
+		}
+	}
 	present, err := c.check(cctx, v, creds)
 	cancel()
 	if ctx.Err() != nil {
@@ -249,4 +276,33 @@ func (c *Inventory) checkOne(ctx context.Context, id string) {
 		klog.InfoS("volume health changed (controller view)", "volumeID", id, "state", verdict.State,
 			"reason", verdict.Reason, "message", verdict.Message)
 	}
+}
+
+func (c *Inventory) entryLocked(id string, e *cataloged) Entry {
+	out := Entry{ID: id, Volume: e.vol, Capacity: e.capacity, Verdict: c.verdictLocked(e)}
+	for _, t := range e.targets {
+		sv, _ := c.servers.Server(t)
+		out.Targets = append(out.Targets, Target{Addr: t, Verdict: sv})
+	}
+	return out
+}
+
+// watchTargets records a volume's DFS targets and probes them.
+func (c *Inventory) watchTargets(id string, e *cataloged, targets []string, creds auth.Credentials) {
+	var releases []func()
+	for _, t := range targets {
+		releases = append(releases, c.probes.Acquire(t, creds))
+	}
+	release := func() {
+		for _, r := range releases {
+			r()
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.vols[id] != e || e.resolved {
+		release() // forgotten, or resolved by another check meanwhile
+		return
+	}
+	e.targets, e.resolved, e.untarget = targets, true, release
 }

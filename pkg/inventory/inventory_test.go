@@ -10,6 +10,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/csi-smb/csi-smb/internal/testrun"
 	"github.com/csi-smb/csi-smb/pkg/auth"
 	"github.com/csi-smb/csi-smb/pkg/health"
 	"github.com/csi-smb/csi-smb/pkg/volume"
@@ -117,4 +118,38 @@ func TestCombineDir(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestDFSTargetsAreProbedAndReported: a DFS volume's targets are found at
+// its first check, probed, and reported one by one; Forget releases them.
+func TestDFSTargetsAreProbedAndReported(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		store := health.NewStore()
+		store.SetServer("srv:445", health.Verdict{State: health.StateHealthy})
+		store.SetServer("10.0.0.2:445", health.Verdict{State: health.StateHealthy})
+		store.SetServer("10.0.0.3:445", health.Verdict{State: health.StateUnreachable, Message: "refused"})
+		pr := &probes{refs: map[string]int{}}
+		asked := 0
+		inv := New(func(context.Context, volume.Volume, auth.Credentials) (bool, error) { return true, nil }, pr, store,
+			Options{Targets: func(context.Context, volume.Volume, auth.Credentials) ([]string, error) {
+				asked++
+				return []string{"10.0.0.2:445", "10.0.0.3:445"}, nil
+			}, CheckInterval: time.Minute})
+		inv.Track(vol(0).ID(), vol(0), 0, auth.Credentials{})
+		testrun.Background(t, inv.Run)
+		synctest.Wait()
+		time.Sleep(2 * time.Minute)
+		synctest.Wait()
+		e, _ := inv.Get(vol(0).ID())
+		if asked != 1 || len(e.Targets) != 2 || e.Targets[1].Verdict.State != health.StateUnreachable {
+			t.Fatalf("asked %d times, targets %+v", asked, e.Targets)
+		}
+		if pr.refs["10.0.0.2:445"] != 1 || pr.refs["10.0.0.3:445"] != 1 {
+			t.Fatalf("probes %v", pr.refs)
+		}
+		inv.Forget(vol(0).ID())
+		if pr.refs["10.0.0.2:445"] != 0 || pr.refs["10.0.0.3:445"] != 0 {
+			t.Fatalf("probes %v after Forget", pr.refs)
+		}
+	})
 }

@@ -9,7 +9,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"net/netip"
 	"path"
+	"slices"
 	"strings"
 
 	"k8s.io/klog/v2"
@@ -44,11 +47,7 @@ func (l *Locator) With(ctx context.Context, src volume.Source, creds auth.Creden
 	if l.resolve == nil {
 		return l.withShare(ctx, src.Server, src.Share, creds, fn)
 	}
-	unc := `\` + src.Server + `\` + src.Share
-	if src.Path != "" {
-		unc += `\` + strings.ReplaceAll(src.Path, "/", `\`)
-	}
-	res, err := l.resolve(ctx, unc, creds)
+	res, err := l.resolve(ctx, UNC(src), creds)
 	if err != nil {
 		if !errors.Is(err, dfs.ErrNotDFS) {
 			klog.V(2).InfoS("cannot resolve a DFS referral; using the source as it is", "source", src, "err", err)
@@ -106,4 +105,46 @@ func (l *Locator) withShare(ctx context.Context, server, share string, creds aut
 		}
 		klog.V(2).InfoS("pooled SMB session failed; retrying on a fresh one", "server", server, "err", err)
 	}
+}
+
+// Addresses returns the ip:445 of every storage target of res, in order,
+// without duplicates; a target whose name does not resolve is left out
+// (and logged).
+func Addresses(ctx context.Context, res dfs.Resolution) []string {
+	var out []string
+	for _, t := range res.Targets {
+		host, _, _ := strings.Cut(strings.TrimPrefix(t, `\`), `\`)
+		addrs, err := lookup(ctx, host)
+		if err != nil {
+			klog.InfoS("cannot resolve a DFS target's name; it is not watched", "target", t, "err", err)
+			continue
+		}
+		for _, a := range addrs {
+			if s := net.JoinHostPort(a.String(), "445"); !slices.Contains(out, s) {
+				out = append(out, s)
+			}
+		}
+	}
+	return out
+}
+
+// lookup returns the addresses of host (an IP address is its own).
+func lookup(ctx context.Context, host string) ([]netip.Addr, error) {
+	if ip, err := netip.ParseAddr(strings.Trim(host, "[]")); err == nil {
+		return []netip.Addr{ip}, nil
+	}
+	addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+	if err != nil {
+		return nil, fmt.Errorf("resolve %s: %w", host, err)
+	}
+	return addrs, nil
+}
+
+// UNC is \server\share[\path] of a source.
+func UNC(s volume.Source) string {
+	p := `\` + s.Server + `\` + s.Share
+	if s.Path != "" {
+		p += `\` + strings.ReplaceAll(s.Path, "/", `\`)
+	}
+	return p
 }

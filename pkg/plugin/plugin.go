@@ -123,7 +123,18 @@ func New(opts driver.Options, parts Parts) (*Plugin, error) {
 		return resolver.Resolve(smb.WithCredentials(ctx, creds), path)
 	}
 	p.runs = append(p.runs, cache.Run)
-	p.Inventory = inventory.New(dirChecker(locate.New(locate.OpenShare(parts.OpenShare), resolve)), p.Prober, p.Store, parts.Inventory)
+	invOpts := parts.Inventory
+	invOpts.Targets = func(ctx context.Context, v volume.Volume, creds auth.Credentials) ([]string, error) {
+		res, err := resolve(ctx, locate.UNC(v.Location()), creds)
+		if errors.Is(err, dfs.ErrNotDFS) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		return locate.Addresses(ctx, res), nil
+	}
+	p.Inventory = inventory.New(dirChecker(locate.New(locate.OpenShare(parts.OpenShare), resolve)), p.Prober, p.Store, invOpts)
 	deps := driver.Deps{
 		Mounter: parts.Mounter, Statter: statter, Monitor: p.Monitor, Verdicts: p.Store, Remounts: m,
 		OpenShare: parts.OpenShare, ResolveDFS: resolve, Inventory: p.Inventory,

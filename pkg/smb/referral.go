@@ -16,6 +16,13 @@ import (
 // maxReferralBytes bounds a referral answer: hundreds of targets fit.
 const maxReferralBytes = 16 << 10
 
+// What servers without DFS answer FSCTL_DFS_GET_REFERRALS with.
+const (
+	statusInvalidDeviceRequest = 0xC0000010
+	statusNotSupported         = 0xC00000BB
+	statusFSDriverRequired     = 0xC000019C
+)
+
 // Referral asks the server for the DFS referral of path (\server\share\...)
 // with FSCTL_DFS_GET_REFERRALS on the session's IPC$ tree (MS-DFSC 3.1.4.1,
 // at most level 4). A server that knows no DFS namespace at path answers
@@ -57,6 +64,8 @@ func (s *ProbeSession) Referral(ctx context.Context, path string) (dfs.Response,
 			return dfs.Response{}, fmt.Errorf("%w: answer to IOCTL %d is command %#x", wire.ErrMalformed, id, h.Command)
 		case h.Status == wire.StatusNotFound:
 			return dfs.Response{}, fmt.Errorf("%w: %s (the server has no namespace there)", dfs.ErrNotDFS, path)
+		case h.Status == statusInvalidDeviceRequest, h.Status == statusNotSupported, h.Status == statusFSDriverRequired:
+			return dfs.Response{}, fmt.Errorf("%w: %s (the server does not serve DFS: status %#08x)", dfs.ErrNotDFS, path, h.Status)
 		case h.Status != wire.StatusSuccess:
 			return dfs.Response{}, fmt.Errorf("referral for %s: status %#08x", path, h.Status)
 		}
