@@ -154,7 +154,7 @@ func (d *Driver) watch(ctx context.Context, id string, s *staged) {
 		}
 	}
 	d.deps.Monitor.Add(health.VolumeSpec{
-		ID: id, Staging: s.staging, Server: server, Targets: s.dfs,
+		ID: id, Staging: s.staging, Server: server, Targets: s.dfs, DFSFallback: s.dfs != nil && d.opts.DFSFailover && !s.consistency,
 		Creds: s.creds, Remountable: true, Initial: initial,
 	})
 	if s.dfs != nil {

@@ -28,7 +28,10 @@ type VolumeSpec struct {
 	// Targets are every DFS target of the volume's link (host:port, Server
 	// among them); empty for a plain share. All are probed.
 	Targets []string
-	Creds   auth.Credentials // for the server's probe session (empty: anonymous)
+	// DFSFallback: remount the DFS volume when its mount stays wedged while
+	// another target answers (in-place failover did not work).
+	DFSFallback bool
+	Creds       auth.Credentials // for the server's probe session (empty: anonymous)
 	// Remountable: the node can replace a wedged staging mount (false for a
 	// volume adopted after a restart: its mount options are not known).
 	Remountable bool
@@ -291,6 +294,9 @@ func (w *watched) failingSince() time.Time {
 // kernel needs its own few seconds to reconnect, and remounting every
 // volume then would only race it.
 func (m *Monitor) remountDueLocked(w *watched, now time.Time) bool {
+	if w.spec.DFSFallback {
+		return m.dfsRemountDueLocked(w, now)
+	}
 	// serverOut is the Monitor's own view, updated when it takes in a server
 	// change: a server that has just returned in the Store but whose return
 	// was not taken in yet must not count as answering for all of its outage.
@@ -302,6 +308,24 @@ func (m *Monitor) remountDueLocked(w *watched, now time.Time) bool {
 	}
 	sv, ok := m.store.Server(w.spec.Server)
 	return ok && (sv.State == StateHealthy || (sv.State == StateDegraded && sv.Reason == ReasonSlow))
+}
+
+// dfsRemountDueLocked: the fallback for a DFS volume whose in-place
+// failover did not work (no nftables or SOCK_DESTROY, a kernel that does
+// not reconnect to another target): its mount has failed for RemountGrace
+// while another target of its link answers. A new mount of the DFS path,
+// with the dead targets fenced, lands on a live one.
+func (m *Monitor) dfsRemountDueLocked(w *watched, now time.Time) bool {
+	if !w.spec.Remountable || !w.wanted.IsZero() || w.check.OK || now.Sub(w.failSince) < m.opts.RemountGrace {
+		return false
+	}
+	if !w.tried.IsZero() && now.Sub(w.tried) < m.opts.RemountBackoff {
+		return false
+	}
+	return slices.ContainsFunc(w.spec.Targets, func(t string) bool {
+		sv, ok := m.store.Server(t)
+		return ok && (sv.State == StateHealthy || (sv.State == StateDegraded && sv.Reason == ReasonSlow))
+	})
 }
 
 // Remounted tells the Monitor how a remount it asked for ended: on success

@@ -3,6 +3,7 @@ package health
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"strings"
 	"sync"
@@ -421,4 +422,39 @@ func TestMonitorStaleWriteRisk(t *testing.T) {
 			t.Fatalf("after the notice: %s", v.Reason)
 		}
 	})
+}
+
+// TestMonitorDFSFallbackRemount: a DFS mount that stays wedged while
+// another target answers (in-place failover did not move it) is remounted
+// after RemountGrace; without the fallback (the kernel alone) it is not.
+func TestMonitorDFSFallbackRemount(t *testing.T) {
+	for _, fallback := range []bool{true, false} {
+		t.Run(fmt.Sprint("fallback=", fallback), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				store := NewStore()
+				store.SetServer("a:445", Verdict{State: StateUnreachable, Reason: ReasonUnreachable})
+				store.SetServer("b:445", Verdict{State: StateHealthy, Reason: ReasonReachable})
+				hang := make(chan struct{})
+				m := NewMonitor(mount.NewStatter(func(string, *unix.Statfs_t) error { <-hang; return nil }),
+					&fakeProbes{refs: map[string]int{}}, store, MonitorOptions{})
+				testrun.Background(t, m.Run)
+				defer close(hang)
+				m.Add(VolumeSpec{ID: "v", Staging: "/s", Server: "a:445", Targets: []string{"a:445", "b:445"},
+					Remountable: true, DFSFallback: fallback})
+				time.Sleep(30 * time.Second)
+				v, _ := store.Volume("v")
+				if asked := !v.RemountWanted.IsZero(); asked != fallback {
+					t.Fatalf("remount asked %v, want %v (%s: %s)", asked, fallback, v.Reason, v.Message)
+				}
+				if fallback {
+					m.Remounted("v", nil)
+					m.Retarget("v", Failover{From: "a:445", To: "b:445", At: time.Now()}) // the new mount is on b
+					if v, _ := store.Volume("v"); v.Reason != ReasonRemounted || !strings.Contains(v.Message, "DFS path was remounted") {
+						t.Fatalf("after the remount: %s: %s", v.Reason, v.Message)
+					}
+				}
+				m.Remove("v")
+			})
+		})
+	}
 }

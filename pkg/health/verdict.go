@@ -69,7 +69,7 @@ func (m *Monitor) verdictLocked(w *watched, now time.Time) VolumeVerdict {
 		v = m.dfsLocked(w, v, now)
 	}
 	v.Server, v.Usage, v.UsageAt, v.Check, v.RemountWanted = w.spec.Server, w.usage, w.usageAt, check, w.wanted
-	if !check.OK && w.spec.Remountable && w.wanted.IsZero() && v.Reason != ReasonUnreachable && !w.unverified() {
+	if !check.OK && w.spec.Remountable && w.wanted.IsZero() && v.Reason != ReasonUnreachable && !w.unverified() && !w.spec.DFSFallback {
 		if left := m.opts.RemountGrace - now.Sub(w.failingSince()); left > 0 {
 			v.Message += fmt.Sprintf("; remount in %v unless it recovers", left.Round(time.Second))
 		}
@@ -138,6 +138,13 @@ func (m *Monitor) dfsLocked(w *watched, v VolumeVerdict, now time.Time) VolumeVe
 			Message: "every DFS target is unreachable: " + strings.Join(down, ", ")}
 	case v.State == StateUnreachable && v.Reason == ReasonUnreachable:
 		v.Message = fmt.Sprintf("DFS target %s unreachable; failing over to %s (%s)", w.spec.Server, strings.Join(up, ", "), v.Message)
+		if w.spec.DFSFallback && w.spec.Remountable && w.wanted.IsZero() && !w.failSince.IsZero() {
+			if left := m.opts.RemountGrace - now.Sub(w.failSince); left > 0 {
+				v.Message += fmt.Sprintf("; remount of the DFS path in %v if the mount does not move", left.Round(time.Second))
+			}
+		}
+	case v.Reason == ReasonRemounted && w.spec.DFSFallback:
+		v.Message = "in-place DFS failover did not move the mount within the remount grace; the DFS path was remounted, now on " + w.spec.Server
 	case v.State == StateHealthy && !w.failover.At.IsZero() && now.Sub(w.failover.At) < m.opts.NoticeTTL:
 		v = VolumeVerdict{State: StateDegraded, Reason: ReasonFailedOver, Message: fmt.Sprintf("failed over from DFS target %s to %s at %s",
 			w.failover.From, w.failover.To, w.failover.At.UTC().Format(time.RFC3339))}
