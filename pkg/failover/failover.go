@@ -360,6 +360,12 @@ func (c *Controller) Run(ctx context.Context) error {
 // step reads where each volume is connected, fails over the ones on a dead
 // target and lifts the fences of targets healthy for UnfenceAfter.
 func (c *Controller) step(now time.Time) {
+	c.mu.Lock()
+	idle := len(c.vols) == 0 && len(c.fenced) == 0
+	c.mu.Unlock()
+	if idle {
+		return // no DFS volume on this node: no mount table to read
+	}
 	active, err := c.targets()
 	if err != nil {
 		klog.ErrorS(err, "cannot read the mount table for DFS failover")

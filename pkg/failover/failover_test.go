@@ -381,3 +381,29 @@ func TestFailedFenceIsRetried(t *testing.T) {
 		}
 	})
 }
+
+// TestIdleReadsNothing: with no DFS volume and no fence, the mount table is
+// not read.
+func TestIdleReadsNothing(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var mu sync.Mutex
+		reads := 0
+		c := New(health.NewStore(), &fakeFence{fenced: map[netip.Addr]bool{}}, func() (map[string]string, error) {
+			mu.Lock()
+			reads++
+			mu.Unlock()
+			return nil, nil
+		}, &retargets{}, Options{})
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error)
+		go func() { done <- c.Run(ctx) }()
+		time.Sleep(10 * time.Second)
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		if reads != 0 {
+			t.Fatalf("%d mount table reads with nothing to watch", reads)
+		}
+	})
+}
