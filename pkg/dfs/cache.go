@@ -76,6 +76,10 @@ type Cache struct {
 	neg     map[string]time.Time
 	flights map[string]*flight
 	wake    chan struct{}
+	// base ends the fetches in flight when Run returns; Run waits for them.
+	base    context.Context
+	stop    context.CancelFunc
+	fetches sync.WaitGroup
 }
 
 type cached struct {
@@ -104,8 +108,9 @@ func NewCache(fetch Fetch, o CacheOptions) *Cache {
 	def(&o.MaxTTL, 30*time.Minute)
 	def(&o.NegativeTTL, 30*time.Second)
 	def(&o.FetchTimeout, 10*time.Second)
+	base, stop := context.WithCancel(context.Background())
 	return &Cache{opts: o, fetch: fetch, entries: map[string]*cached{}, neg: map[string]time.Time{},
-		flights: map[string]*flight{}, wake: make(chan struct{}, 1)}
+		flights: map[string]*flight{}, wake: make(chan struct{}, 1), base: base, stop: stop}
 }
 
 // under reports whether path is prefix or below it, case-insensitively, on
@@ -192,14 +197,17 @@ func (c *Cache) refresh(ctx context.Context, path string) (Referral, error) {
 		c.flights[k] = f
 		c.mu.Unlock()
 		// The fetch outlives a caller that gives up (bounded by
-		// FetchTimeout), so its answer is cached for the next one.
-		go func() {
+		// FetchTimeout, and by Run's end), so its answer is cached for the
+		// next one. It keeps the caller's values (credentials).
+		c.fetches.Go(func() {
 			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.opts.FetchTimeout)
+			unhook := context.AfterFunc(c.base, cancel)
 			f.ref, f.err = c.fetch(fctx, path)
+			unhook()
 			cancel()
 			c.store(k, f)
 			close(f.done)
-		}()
+		})
 	} else {
 		c.mu.Unlock()
 	}
@@ -318,6 +326,8 @@ func (c *Cache) HintServer(path, server string) error {
 // a refresh fails, it is tried again every MinTTL/4 and the copy is kept.
 // Referrals unused for a whole TTL are dropped when they expire.
 func (c *Cache) Run(ctx context.Context) error {
+	defer c.fetches.Wait()
+	defer c.stop()
 	t := time.NewTimer(time.Hour)
 	defer t.Stop()
 	for {

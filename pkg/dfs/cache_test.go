@@ -225,3 +225,32 @@ func TestCacheHintServer(t *testing.T) {
 		}
 	})
 }
+
+// TestRunEndsFetchesInFlight: a fetch that outlived its caller ends with
+// Run, which waits for it.
+func TestRunEndsFetchesInFlight(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ns := newNamespace()
+		ns.frozen["r"] = true
+		c := NewCache(ns.fetch, CacheOptions{})
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error)
+		go func() { done <- c.Run(ctx) }()
+		lctx, lcancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		defer lcancel()
+		if _, err := c.Lookup(lctx, `\r\dfs\x`); err == nil {
+			t.Fatal("a frozen root answered")
+		}
+		start := time.Now()
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		ns.mu.Lock()
+		ended := ns.ended
+		ns.mu.Unlock()
+		if took := time.Since(start); took != 0 || ended != 1 {
+			t.Fatalf("Run ended after %v with %d of 1 fetches returned; it must cancel the fetch and wait for it", took, ended)
+		}
+	})
+}

@@ -19,6 +19,7 @@ type namespace struct {
 	refs   map[string]Referral // by lower-case prefix
 	frozen map[string]bool     // server name -> never answers
 	asked  []string
+	ended  int // fetches that returned
 }
 
 func (n *namespace) fetch(ctx context.Context, path string) (Referral, error) {
@@ -33,6 +34,7 @@ func (n *namespace) fetch(ctx context.Context, path string) (Referral, error) {
 		}
 	}
 	n.mu.Unlock()
+	defer func() { n.mu.Lock(); n.ended++; n.mu.Unlock() }()
 	if frozen {
 		<-ctx.Done()
 		return Referral{}, ctx.Err()
