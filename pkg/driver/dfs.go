@@ -2,7 +2,6 @@ package driver
 
 import (
 	"context"
-	"errors"
 	"time"
 
 	"k8s.io/klog/v2"
@@ -46,18 +45,15 @@ func (d *Driver) dfsTargets(ctx context.Context, vol volume.Volume, creds auth.C
 		return nil
 	}
 	loc := vol.Location()
-	path := locate.UNC(loc)
 	rctx, cancel := context.WithTimeout(ctx, resolveWait)
 	defer cancel()
-	res, err := d.deps.DFS.Resolve(rctx, path, creds)
-	if errors.Is(err, dfs.ErrNotDFS) {
-		return nil
-	}
+	out, res, err := locate.Targets(rctx, d.deps.DFS.Resolve, loc, creds)
 	if err != nil {
 		klog.InfoS("cannot resolve the DFS referral of a volume; mounting it without DFS failover", "source", loc, "err", err)
 		return nil
 	}
-	out := locate.Addresses(rctx, res)
-	klog.InfoS("volume is on a DFS link", "source", loc, "link", res.Link, "targets", res.Targets, "addresses", out)
+	if out != nil {
+		klog.InfoS("volume is on a DFS link", "source", loc, "link", res.Link, "targets", res.Targets, "addresses", out)
+	}
 	return out
 }

@@ -107,6 +107,20 @@ func (l *Locator) withShare(ctx context.Context, server, share string, creds aut
 	}
 }
 
+// Targets resolves src and returns the ip:445 of every storage target of
+// its DFS link with the resolution; nil targets and no error for a source
+// in no DFS namespace.
+func Targets(ctx context.Context, resolve Resolve, src volume.Source, creds auth.Credentials) ([]string, dfs.Resolution, error) {
+	res, err := resolve(ctx, UNC(src), creds)
+	if errors.Is(err, dfs.ErrNotDFS) {
+		return nil, dfs.Resolution{}, nil
+	}
+	if err != nil {
+		return nil, dfs.Resolution{}, err
+	}
+	return Addresses(ctx, res), res, nil
+}
+
 // Addresses returns the ip:445 of every storage target of res, in order,
 // without duplicates; a target whose name does not resolve is left out
 // (and logged).

@@ -125,14 +125,8 @@ func New(opts driver.Options, parts Parts) (*Plugin, error) {
 	p.runs = append(p.runs, cache.Run)
 	invOpts := parts.Inventory
 	invOpts.Targets = func(ctx context.Context, v volume.Volume, creds auth.Credentials) ([]string, error) {
-		res, err := resolve(ctx, locate.UNC(v.Location()), creds)
-		if errors.Is(err, dfs.ErrNotDFS) {
-			return nil, nil
-		}
-		if err != nil {
-			return nil, err
-		}
-		return locate.Addresses(ctx, res), nil
+		targets, _, err := locate.Targets(ctx, resolve, v.Location(), creds)
+		return targets, err
 	}
 	p.Inventory = inventory.New(dirChecker(locate.New(locate.OpenShare(parts.OpenShare), resolve)), p.Prober, p.Store, invOpts)
 	deps := driver.Deps{

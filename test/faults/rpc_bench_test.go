@@ -21,6 +21,8 @@ import (
 	"github.com/csi-smb/csi-smb/pkg/provision"
 	"github.com/csi-smb/csi-smb/pkg/volume"
 	"github.com/csi-smb/csi-smb/test/lab"
+
+	"github.com/csi-smb/csi-smb/internal/testrun"
 )
 
 // BenchmarkRPCLatencyDeadServer: 100 volumes on a server that is killed;
@@ -41,15 +43,8 @@ func BenchmarkRPCLatencyDeadServer(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() { done <- p.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			b.Error(err)
-		}
-	}()
+	testrun.Background(b, p.Run)
+	ctx := context.Background()
 	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		b.Fatal(err)

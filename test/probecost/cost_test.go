@@ -24,6 +24,8 @@ import (
 	"github.com/csi-smb/csi-smb/pkg/auth"
 	"github.com/csi-smb/csi-smb/pkg/health"
 	"github.com/csi-smb/csi-smb/pkg/smb"
+
+	"github.com/csi-smb/csi-smb/internal/testrun"
 )
 
 const envServe = "CSI_SMB_PROBECOST_SERVE" // set in the child: serve this many responders
@@ -84,15 +86,7 @@ func BenchmarkProber1000(b *testing.B) {
 	for _, a := range addrs {
 		p.Acquire(a, auth.Credentials{})
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() { done <- p.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			b.Error(err)
-		}
-	}()
+	testrun.Background(b, p.Run)
 	deadline := time.Now().Add(2 * time.Minute)
 	for healthyCount(store) < servers {
 		if time.Now().After(deadline) {
