@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"k8s.io/klog/v2"
 
@@ -38,12 +39,38 @@ func main() {
 	klog.Flush()
 }
 
+// run runs the plugin until SIGTERM or SIGINT, then gives it
+// --shutdown-timeout to stop (a DaemonSet rollout waits for the old pod,
+// and the kubelet kills it after its grace period anyway); past that, or
+// at a second signal, it returns without waiting.
 func run(opts driver.Options) error {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	signals := make(chan os.Signal, 2)
+	signal.Notify(signals, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(signals)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	p, err := plugin.New(opts, plugin.Parts{})
 	if err != nil {
 		return err
 	}
-	return p.Run(ctx)
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	select {
+	case err := <-done:
+		return err
+	case sig := <-signals:
+		klog.InfoS("stopping", "signal", sig.String(), "timeout", opts.ShutdownTimeout)
+	}
+	cancel()
+	timer := time.NewTimer(opts.ShutdownTimeout)
+	defer timer.Stop()
+	select {
+	case err := <-done:
+		klog.InfoS("stopped")
+		return err
+	case <-timer.C:
+		return fmt.Errorf("not stopped %s after the signal: exiting anyway", opts.ShutdownTimeout)
+	case sig := <-signals:
+		return fmt.Errorf("second signal %s while stopping: exiting anyway", sig)
+	}
 }

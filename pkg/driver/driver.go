@@ -92,7 +92,9 @@ type Driver struct {
 	node   *nodeState
 	shares *locate.Locator // controller
 	ready  bool            // set by Run once serving; read by Probe under mu
-	mu     sync.Mutex
+	// serving is closed once the gRPC server serves.
+	serving chan struct{}
+	mu      sync.Mutex
 }
 
 // New checks that the dependencies of the chosen mode are present.
@@ -109,7 +111,7 @@ func New(opts Options, deps Deps) (*Driver, error) {
 	if deps.Now == nil {
 		deps.Now = time.Now
 	}
-	return &Driver{opts: opts, deps: deps, locks: newKeyLocks(), node: newNodeState(),
+	return &Driver{opts: opts, deps: deps, locks: newKeyLocks(), node: newNodeState(), serving: make(chan struct{}),
 		shares: locate.New(locate.OpenShare(deps.OpenShare), deps.ResolveDFS)}, nil
 }
 
@@ -161,6 +163,9 @@ func (d *Driver) volumeHealthChanged() func(health.Update) {
 	}
 }
 
+// Serving is closed once the gRPC server serves on the endpoint.
+func (d *Driver) Serving() <-chan struct{} { return d.serving }
+
 func (d *Driver) serve(ctx context.Context) error {
 	network, addr, err := ParseEndpoint(d.opts.Endpoint)
 	if err != nil {
@@ -186,6 +191,7 @@ func (d *Driver) serve(ctx context.Context) error {
 	d.mu.Lock()
 	d.ready = true
 	d.mu.Unlock()
+	close(d.serving)
 	klog.InfoS("serving CSI", "driver", d.opts.DriverName, "version", d.opts.Version, "mode", d.opts.Mode,
 		"endpoint", d.opts.Endpoint)
 	errc := make(chan error, 1)

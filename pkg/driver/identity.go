@@ -2,6 +2,8 @@ package driver
 
 import (
 	"context"
+	"errors"
+	"fmt"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -27,14 +29,29 @@ func (d *Driver) GetPluginCapabilities(context.Context, *csi.GetPluginCapabiliti
 // Probe is ready once the server is serving and, for the node, the mount
 // helpers and the mount table are usable.
 func (d *Driver) Probe(context.Context, *csi.ProbeRequest) (*csi.ProbeResponse, error) {
+	err := d.Ready()
+	if err != nil && !errors.Is(err, errNotServing) {
+		klog.ErrorS(err, "node not ready")
+	}
+	return &csi.ProbeResponse{Ready: wrapperspb.Bool(err == nil)}, nil
+}
+
+// errNotServing: the gRPC server has not started yet.
+var errNotServing = errors.New("CSI server not serving yet")
+
+// Ready is what Probe and /healthz report: nil once the gRPC server serves
+// and, for the node, the mount helpers and the mount table are usable.
+func (d *Driver) Ready() error {
 	d.mu.Lock()
 	ready := d.ready
 	d.mu.Unlock()
-	if ready && d.opts.ServesNode() {
+	if !ready {
+		return errNotServing
+	}
+	if d.opts.ServesNode() {
 		if err := d.deps.Mounter.Check(); err != nil {
-			klog.ErrorS(err, "node not ready")
-			ready = false
+			return fmt.Errorf("node: %w", err)
 		}
 	}
-	return &csi.ProbeResponse{Ready: wrapperspb.Bool(ready)}, nil
+	return nil
 }

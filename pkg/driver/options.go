@@ -42,6 +42,16 @@ type Options struct {
 	// DFS.
 	DFSFailover     bool          // fence a dead DFS target and end the kernel's connections to it
 	DFSUnfenceAfter time.Duration // lift a fence once its target has been healthy this long
+
+	// Running under a kubelet.
+	HealthAddress string // serve /healthz here; empty: off (/healthz is also on MetricsAddress)
+	// KubeletRegistrationDir is the kubelet's plugins_registry: the node
+	// registers itself there (as node-driver-registrar would); empty: off.
+	KubeletRegistrationDir string
+	// KubeletRegistrationPath is the CSI socket's path as the kubelet sees
+	// it; default the endpoint's path.
+	KubeletRegistrationPath string
+	ShutdownTimeout         time.Duration // after SIGTERM, exit at the latest this much later
 }
 
 // DefaultOptions are the flag defaults.
@@ -50,7 +60,7 @@ func DefaultOptions() Options {
 		Endpoint: "unix:///csi/csi.sock", Mode: ModeAll, DriverName: DefaultDriverName,
 		MountTimeout: 30 * time.Second, SMBTimeout: 30 * time.Second, StatsTimeout: time.Second,
 		ProbeInterval: time.Second, CheckInterval: 2 * time.Second, RemountGrace: 10 * time.Second,
-		DFSFailover: true, DFSUnfenceAfter: 30 * time.Second,
+		DFSFailover: true, DFSUnfenceAfter: 30 * time.Second, ShutdownTimeout: 20 * time.Second,
 	}
 }
 
@@ -72,6 +82,10 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.Kubeconfig, "kubeconfig", "", "kubeconfig for --kube-api; empty: in-cluster config")
 	fs.BoolVar(&o.DFSFailover, "dfs-failover", d.DFSFailover, "fail a DFS volume over in place when the target it uses is unreachable: fence that target on the node (nftables, needs CAP_NET_ADMIN) and end the kernel's connections to it; false leaves failover to the kernel alone")
 	fs.DurationVar(&o.DFSUnfenceAfter, "dfs-unfence-after", d.DFSUnfenceAfter, "lift the fence on a DFS target once it has been healthy this long (no failback: mounts stay where they are)")
+	fs.StringVar(&o.HealthAddress, "health-address", "", "serve GET /healthz on this address (200 when ready, 503 with the reason otherwise), for a liveness probe without the livenessprobe sidecar; /healthz is also served on --metrics-address; empty: off")
+	fs.StringVar(&o.KubeletRegistrationDir, "kubelet-registration-dir", "", "node: register with the kubelet through its plugin registration directory (e.g. /var/lib/kubelet/plugins_registry), instead of node-driver-registrar; empty: off")
+	fs.StringVar(&o.KubeletRegistrationPath, "kubelet-registration-path", "", "the CSI socket's path as the kubelet sees it, for --kubelet-registration-dir (default: the --endpoint path)")
+	fs.DurationVar(&o.ShutdownTimeout, "shutdown-timeout", d.ShutdownTimeout, "after SIGTERM, stop gracefully for at most this long, then exit")
 }
 
 // Validate checks the options and says what is wrong.
@@ -93,12 +107,40 @@ func (o *Options) Validate() error {
 	}
 	for name, d := range map[string]time.Duration{"--mount-timeout": o.MountTimeout, "--smb-timeout": o.SMBTimeout,
 		"--stats-timeout": o.StatsTimeout, "--probe-interval": o.ProbeInterval, "--check-interval": o.CheckInterval,
-		"--remount-grace": o.RemountGrace, "--dfs-unfence-after": o.DFSUnfenceAfter} {
+		"--remount-grace": o.RemountGrace, "--dfs-unfence-after": o.DFSUnfenceAfter, "--shutdown-timeout": o.ShutdownTimeout} {
 		if d <= 0 {
 			errs = append(errs, fmt.Errorf("%s must be positive", name))
 		}
 	}
+	if o.KubeletRegistrationDir != "" {
+		if !o.ServesNode() {
+			errs = append(errs, errors.New("--kubelet-registration-dir needs node mode"))
+		}
+		if _, err := o.RegistrationEndpoint(); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	return errors.Join(errs...)
+}
+
+// RegistrationEndpoint is the CSI socket's path as the kubelet sees it:
+// --kubelet-registration-path, or the unix endpoint's path.
+func (o *Options) RegistrationEndpoint() (string, error) {
+	p := o.KubeletRegistrationPath
+	if p == "" {
+		network, addr, err := ParseEndpoint(o.Endpoint)
+		if err != nil {
+			return "", err
+		}
+		if network != "unix" {
+			return "", fmt.Errorf("--kubelet-registration-dir with a %s endpoint needs --kubelet-registration-path", network)
+		}
+		p = addr
+	}
+	if !strings.HasPrefix(p, "/") {
+		return "", fmt.Errorf("--kubelet-registration-path %q: must be absolute", p)
+	}
+	return p, nil
 }
 
 // ServesNode reports whether the node service runs.

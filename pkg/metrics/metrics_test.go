@@ -3,9 +3,8 @@ package metrics
 import (
 	"context"
 	"errors"
-	"io"
-	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -69,38 +68,16 @@ func TestRecorder(t *testing.T) {
 	}
 }
 
-func TestServe(t *testing.T) {
+func TestHandler(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	m, err := New(reg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	m.Remounted(nil)
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := lis.Addr().String()
-	_ = lis.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() { done <- Serve(ctx, addr, reg) }()
-	var body string
-	for range 100 {
-		resp, err := http.Get("http://" + addr + "/metrics")
-		if err == nil {
-			b, _ := io.ReadAll(resp.Body)
-			_ = resp.Body.Close()
-			body = string(b)
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(body, `csi_smb_remounts_total{result="ok"} 1`) {
-		t.Fatalf("scrape lacks the remount counter:\n%.500s", body)
+	rec := httptest.NewRecorder()
+	Handler(reg).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	if body := rec.Body.String(); rec.Code != http.StatusOK || !strings.Contains(body, `csi_smb_remounts_total{result="ok"} 1`) {
+		t.Fatalf("scrape: %d, lacks the remount counter:\n%.500s", rec.Code, body)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/http"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
@@ -21,12 +22,14 @@ import (
 	"github.com/csi-smb/csi-smb/pkg/failover"
 	"github.com/csi-smb/csi-smb/pkg/fence"
 	"github.com/csi-smb/csi-smb/pkg/health"
+	"github.com/csi-smb/csi-smb/pkg/httpserve"
 	"github.com/csi-smb/csi-smb/pkg/inventory"
 	"github.com/csi-smb/csi-smb/pkg/kube"
 	"github.com/csi-smb/csi-smb/pkg/locate"
 	"github.com/csi-smb/csi-smb/pkg/metrics"
 	"github.com/csi-smb/csi-smb/pkg/mount"
 	"github.com/csi-smb/csi-smb/pkg/provision"
+	"github.com/csi-smb/csi-smb/pkg/registration"
 	"github.com/csi-smb/csi-smb/pkg/smb"
 	"github.com/csi-smb/csi-smb/pkg/volume"
 )
@@ -60,9 +63,12 @@ type Plugin struct {
 	Monitor   *health.Monitor
 	Inventory *inventory.Inventory
 	Failover  *failover.Controller // node only
-	Registry  *prometheus.Registry
-	opts      driver.Options
-	runs      []func(context.Context) error
+	// Registration registers the node with the kubelet
+	// (--kubelet-registration-dir); nil without.
+	Registration *registration.Server
+	Registry     *prometheus.Registry
+	opts         driver.Options
+	runs         []func(context.Context) error
 }
 
 // New builds the driver for opts; nothing runs before Run.
@@ -179,10 +185,49 @@ func New(opts driver.Options, parts Parts) (*Plugin, error) {
 	p.runs = append(p.runs, p.Prober.Run, p.Monitor.Run, p.Inventory.Run, p.Driver.Run,
 		func(ctx context.Context) error { return m.Follow(ctx, p.Store.Subscribe()) },
 		func(ctx context.Context) error { return logServers(ctx, p.Store.Subscribe()) })
+	if opts.KubeletRegistrationDir != "" {
+		endpoint, err := opts.RegistrationEndpoint()
+		if err != nil {
+			return nil, err
+		}
+		if p.Registration, err = registration.New(registration.Options{Dir: opts.KubeletRegistrationDir,
+			DriverName: opts.DriverName, Endpoint: endpoint}); err != nil {
+			return nil, err
+		}
+		// The kubelet calls NodeGetInfo right after GetInfo: register
+		// once the CSI socket serves.
+		p.runs = append(p.runs, func(ctx context.Context) error {
+			select {
+			case <-p.Driver.Serving():
+			case <-ctx.Done():
+				return nil
+			}
+			return p.Registration.Run(ctx)
+		})
+	}
+	healthz := httpserve.Healthz(p.checks()...)
 	if opts.MetricsAddress != "" {
-		p.runs = append(p.runs, func(ctx context.Context) error { return metrics.Serve(ctx, opts.MetricsAddress, p.Registry) })
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", metrics.Handler(p.Registry))
+		mux.Handle("/healthz", healthz)
+		p.runs = append(p.runs, func(ctx context.Context) error { return httpserve.Serve(ctx, opts.MetricsAddress, mux) })
+	}
+	if opts.HealthAddress != "" {
+		mux := http.NewServeMux()
+		mux.Handle("/healthz", healthz)
+		p.runs = append(p.runs, func(ctx context.Context) error { return httpserve.Serve(ctx, opts.HealthAddress, mux) })
 	}
 	return p, nil
+}
+
+// checks are what /healthz answers for: the CSI server serves (and the
+// node can mount), and the kubelet can find the node.
+func (p *Plugin) checks() []httpserve.Check {
+	checks := []httpserve.Check{func(context.Context) error { return p.Driver.Ready() }}
+	if p.Registration != nil {
+		checks = append(checks, func(context.Context) error { return p.Registration.Check() })
+	}
+	return checks
 }
 
 // Run runs everything until ctx ends or one part fails; it returns after
