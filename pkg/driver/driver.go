@@ -122,6 +122,7 @@ func (d *Driver) Run(ctx context.Context) error {
 	if !d.opts.ServesNode() {
 		return d.serve(ctx)
 	}
+	d.adoptStaged()
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() { defer close(done); d.follow(ctx) }()

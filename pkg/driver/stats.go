@@ -63,12 +63,9 @@ func (d *Driver) volumeVerdict(id, path string) (health.VolumeVerdict, error) {
 	if v, ok := d.deps.Verdicts.Volume(id); ok {
 		return v, nil // a path the volume gained behind our back (bind mount by another tool)
 	}
-	server, err := serverOfMount(id, info.Source)
-	if err != nil {
+	if err := d.adopt(id, info); err != nil {
 		return health.VolumeVerdict{}, err
 	}
-	klog.InfoS("watching a volume mounted before this plugin started", "volumeID", id, "path", info.MountPoint, "server", server)
-	d.deps.Monitor.Add(health.VolumeSpec{ID: id, Staging: info.MountPoint, Server: server})
 	v, _ := d.deps.Verdicts.Volume(id)
 	return v, nil
 }
