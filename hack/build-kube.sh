@@ -1,23 +1,31 @@
 #!/usr/bin/env bash
-# build-kube.sh: builds kube-apiserver from the Go module proxy into
-# $KUBE_CACHE/bin (default /var/cache/csi-smb/kube), for the lab's API server
-# (test/lab KubeUp). The build runs in a scratch module under $KUBE_CACHE/src,
-# outside this repository: the project's go.mod never imports k8s.io/kubernetes.
-# Idempotent: when the cached binary already reports the wanted version it
-# exits at once. A cold build takes about 5 minutes on 2 cores.
+# build-kube.sh: builds the Kubernetes binaries the lab runs from the Go module
+# proxy into $KUBE_CACHE/bin (default /var/cache/csi-smb/kube): kube-apiserver
+# (test/lab KubeUp), and for the lab cluster kube-controller-manager,
+# kube-scheduler, kubelet (runs in the qemu guest) and kubectl. One version for
+# all. The build runs in a scratch module under $KUBE_CACHE/src, outside this
+# repository: the project's go.mod never imports k8s.io/kubernetes.
+# Idempotent: when the cache's stamp names the wanted version and every binary
+# is there it exits at once. A cold build takes about 10 minutes on 2 cores.
 set -euo pipefail
 
-KUBE_VERSION=${KUBE_VERSION:-v1.36.3}
+KUBE_VERSION=${KUBE_VERSION:-v1.37.2}
 KUBE_CACHE=${KUBE_CACHE:-/var/cache/csi-smb/kube}
-BIN=$KUBE_CACHE/bin/kube-apiserver
+CMDS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl)
+STAMP=$KUBE_CACHE/bin/.version
 
 if [[ -x /usr/local/go/bin/go ]] && ! command -v go >/dev/null 2>&1; then
   export PATH=/usr/local/go/bin:$PATH
 fi
 
-cached_ok() { [[ -x "$BIN" ]] && [[ "$("$BIN" --version 2>/dev/null)" == "Kubernetes $KUBE_VERSION" ]]; }
+cached_ok() {
+  [[ "$(cat "$STAMP" 2>/dev/null)" == "$KUBE_VERSION ${CMDS[*]}" ]] || return 1
+  local c
+  for c in "${CMDS[@]}"; do [[ -x "$KUBE_CACHE/bin/$c" ]] || return 1; done
+  [[ "$("$KUBE_CACHE/bin/kube-apiserver" --version 2>/dev/null)" == "Kubernetes $KUBE_VERSION" ]]
+}
 if cached_ok; then
-  echo "build-kube: $BIN is $KUBE_VERSION (cached)"
+  echo "build-kube: ${CMDS[*]} $KUBE_VERSION (cached in $KUBE_CACHE/bin)"
   exit 0
 fi
 
@@ -25,7 +33,7 @@ mkdir -p "$KUBE_CACHE/bin" "$KUBE_CACHE/src"
 exec 9>"$KUBE_CACHE/.lock"
 flock 9 # one build at a time; a second caller waits and then finds the binary
 if cached_ok; then
-  echo "build-kube: $BIN is $KUBE_VERSION (built meanwhile)"
+  echo "build-kube: ${CMDS[*]} $KUBE_VERSION (built meanwhile)"
   exit 0
 fi
 
@@ -56,13 +64,11 @@ fi
   for m in "${mods[@]}"; do printf '\t%s => %s %s\n' "$m" "$m" "$staging"; done
   echo ")"
 } >go.mod
-cat >tools.go <<'EOF'
-//go:build tools
-
-package kapi
-
-import _ "k8s.io/kubernetes/cmd/kube-apiserver"
-EOF
+{
+  printf '//go:build tools\n\npackage kapi\n\nimport (\n'
+  for c in "${CMDS[@]}"; do printf '\t_ "k8s.io/kubernetes/cmd/%s"\n' "$c"; done
+  printf ')\n'
+} >tools.go
 
 t=$(date +%s)
 go mod tidy
@@ -72,10 +78,14 @@ ldflags="-s -w"
 for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
   ldflags+=" -X $p.gitVersion=$KUBE_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor"
 done
-t=$(date +%s)
-go build -ldflags "$ldflags" -o "$BIN.tmp" k8s.io/kubernetes/cmd/kube-apiserver
-mv -f "$BIN.tmp" "$BIN"
-echo "build-kube: go build kube-apiserver: $(($(date +%s) - t)) s"
+rm -f "$STAMP"
+for c in "${CMDS[@]}"; do
+  t=$(date +%s)
+  go build -ldflags "$ldflags" -o "$KUBE_CACHE/bin/$c.tmp" "k8s.io/kubernetes/cmd/$c"
+  mv -f "$KUBE_CACHE/bin/$c.tmp" "$KUBE_CACHE/bin/$c"
+  echo "build-kube: go build $c: $(($(date +%s) - t)) s, $(du -m "$KUBE_CACHE/bin/$c" | cut -f1) MB"
+done
+echo "$KUBE_VERSION ${CMDS[*]}" >"$STAMP"
 
-cached_ok || { echo "build-kube: $BIN does not report $KUBE_VERSION: $("$BIN" --version 2>&1)" >&2; exit 1; }
-echo "build-kube: built $BIN ($("$BIN" --version), $(du -m "$BIN" | cut -f1) MB) in $(($(date +%s) - start)) s"
+cached_ok || { echo "build-kube: kube-apiserver does not report $KUBE_VERSION: $("$KUBE_CACHE/bin/kube-apiserver" --version 2>&1)" >&2; exit 1; }
+echo "build-kube: built ${CMDS[*]} $KUBE_VERSION in $(($(date +%s) - start)) s"
