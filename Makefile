@@ -34,7 +34,7 @@ deps/demo:
 	hack/install-deps.sh demo
 
 ## test: everything: static checks, unit, fuzz, real Samba, kernel cifs in the guest
-test: deps verify test/unit test/fuzz test/lab
+test: deps verify test/unit test/chart test/fuzz test/lab
 
 ## test/unit: unit tests, in-process csi-sanity, synctest concurrency tests
 test/unit:
@@ -118,6 +118,31 @@ verify:
 	go vet -tags labkube ./...
 	go mod tidy -diff
 	hack/golangci-lint.sh
+	hack/check-deploy.sh
+
+# --- images (hack/build-image.sh) ---------------------------------------------
+## image: driver, pause and busybox images with buildah, no registry: $(OUT)/images/*.tar, listed in images.txt
+.PHONY: image
+image: bin/csi-smb
+	VERSION=$(VERSION) OUT=$(OUT)/images hack/build-image.sh
+# --- end images ----------------------------------------------------------------
+
+# --- chart (charts/csi-smb, deploy/, hack/build-helm.sh, hack/check-deploy.sh) ----
+## deploy: re-render deploy/csi-smb.yaml from charts/csi-smb (default values, namespace kube-system)
+## verify/deploy: helm lint --strict, and deploy/ equals the rendered chart (part of verify)
+## test/chart: Go tests over helm template output (test/chart, build tag chart)
+.PHONY: deploy update/deploy verify/deploy test/chart
+deploy update/deploy:
+	hack/check-deploy.sh --update
+
+verify/deploy:
+	hack/check-deploy.sh
+
+test/chart:
+	hack/build-helm.sh >/dev/null
+	go vet -tags chart ./test/chart/
+	HELM=$$(hack/build-helm.sh | tail -1) go test -tags chart -count=1 ./test/chart/
+# --- end chart -------------------------------------------------------------------
 
 clean:
 	rm -rf bin $(OUT)

@@ -14,6 +14,8 @@ export DEBIAN_FRONTEND=noninteractive
 
 pkgs=(samba smbclient cifs-utils qemu-system-x86 linux-image-amd64 busybox-static iproute2 util-linux kmod cpio curl unzip ca-certificates make gcc libc6-dev git)
 [[ $PROFILE == demo ]] || pkgs+=(etcd-server)
+[[ $PROFILE == demo ]] || pkgs+=(containerd runc containernetworking-plugins)  # the lab cluster's node: smblab cluster up
+[[ $PROFILE == demo ]] || pkgs+=(buildah mmdebstrap catatonit skopeo)  # images: make image
 need=()
 for pkg in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")

@@ -45,10 +45,11 @@ func TestSIGTERMStopsCleanly(t *testing.T) {
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
+	waited := false
 	defer func() {
-		if cmd.ProcessState == nil {
+		if !waited {
 			_ = cmd.Process.Kill()
-			<-exited
+			t.Logf("killed: %v", <-exited)
 		}
 	}()
 	c := &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
@@ -75,6 +76,7 @@ func TestSIGTERMStopsCleanly(t *testing.T) {
 	}
 	select {
 	case err := <-exited:
+		waited = true
 		if err != nil {
 			t.Fatalf("exit after SIGTERM: %v; output:\n%s", err, out.String())
 		}

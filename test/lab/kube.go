@@ -96,7 +96,10 @@ current-context: lab
 //
 // Every KubeUp starts from an empty etcd with a new token and key pair.
 // Anonymous requests are refused (401), /readyz included: send the token.
-func (l *Lab) KubeUp(ctx context.Context, apiserverBin string) (err error) {
+//
+// extraArgs are appended to kube-apiserver's flags (ClusterUp adds feature
+// gates and --allow-privileged).
+func (l *Lab) KubeUp(ctx context.Context, apiserverBin string, extraArgs ...string) (err error) {
 	if apiserverBin == "" {
 		apiserverBin = DefaultKubeBin
 	}
@@ -151,19 +154,19 @@ func (l *Lab) KubeUp(ctx context.Context, apiserverBin string) (err error) {
 		return err
 	}
 
-	api, err := l.startInClient(apiserverBin, filepath.Join(kd, "apiserver.log"),
-		"--etcd-servers="+etcdClientURL,
-		"--bind-address="+ClientIP, "--advertise-address="+ClientIP, fmt.Sprintf("--secure-port=%d", KubePort),
-		"--cert-dir="+filepath.Join(kd, "certs"),
+	api, err := l.startInClient(apiserverBin, filepath.Join(kd, "apiserver.log"), append([]string{
+		"--etcd-servers=" + etcdClientURL,
+		"--bind-address=" + ClientIP, "--advertise-address=" + ClientIP, fmt.Sprintf("--secure-port=%d", KubePort),
+		"--cert-dir=" + filepath.Join(kd, "certs"),
 		"--anonymous-auth=false", // gotcha G5: with the token every probe is authenticated
-		"--token-auth-file="+filepath.Join(kd, "tokens.csv"),
+		"--token-auth-file=" + filepath.Join(kd, "tokens.csv"),
 		"--authorization-mode=RBAC",
 		"--service-account-issuer=https://kubernetes.default.svc",
-		"--service-account-key-file="+filepath.Join(kd, "sa.pub"),
-		"--service-account-signing-key-file="+filepath.Join(kd, "sa.key"),
+		"--service-account-key-file=" + filepath.Join(kd, "sa.pub"),
+		"--service-account-signing-key-file=" + filepath.Join(kd, "sa.key"),
 		"--service-cluster-ip-range=10.96.0.0/16",
 		"--enable-priority-and-fairness=false",
-		"--profiling=false")
+		"--profiling=false"}, extraArgs...)...)
 	if err != nil {
 		return err
 	}

@@ -72,6 +72,11 @@ type Lab struct {
 	// files written before it existed, which therefore still load.
 	EtcdPID      int `json:"etcdPID,omitempty"`
 	APIServerPID int `json:"apiserverPID,omitempty"`
+	// The one-node cluster (ClusterUp): controller-manager, scheduler and
+	// the qemu guest that runs containerd and the kubelet; 0 while down.
+	ControllerManagerPID int `json:"controllerManagerPID,omitempty"`
+	SchedulerPID         int `json:"schedulerPID,omitempty"`
+	NodePID              int `json:"nodePID,omitempty"`
 }
 
 // New describes a lab rooted at dir (absolute; smbd needs absolute paths),

@@ -229,6 +229,9 @@ func (l *Lab) Start(ctx context.Context, name string) error {
 // directory. It is safe to call on a partial or absent lab.
 func (l *Lab) Down(ctx context.Context) error {
 	var errs []error
+	if err := l.ClusterDown(ctx); err != nil {
+		errs = append(errs, err)
+	}
 	if err := l.KubeDown(ctx); err != nil {
 		errs = append(errs, err)
 	}

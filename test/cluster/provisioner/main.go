@@ -45,8 +45,9 @@ func main() {
 	klog.InitFlags(fs)
 	_ = fs.Parse(os.Args[1:])
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := run(ctx, *csiAddress, *kubeconfig, *leaderElection, *leaderNamespace, *extraMetadata, *retryMax, *timeout); err != nil {
+	err := run(ctx, *csiAddress, *kubeconfig, *leaderElection, *leaderNamespace, *extraMetadata, *retryMax, *timeout)
+	stop()
+	if err != nil {
 		klog.ErrorS(err, "provisioner failed")
 		klog.Flush()
 		os.Exit(1)

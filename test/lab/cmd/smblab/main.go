@@ -8,6 +8,9 @@
 //	smblab [-dir D] vm -share DIR -run PROGRAM [-timeout 20m] [-- args...]
 //	smblab [-dir D] kube up [-apiserver PATH]
 //	smblab [-dir D] kube down
+//	smblab [-dir D] cluster up [-images DIR] [-pause REF] [-kube-bin DIR] [-memory MiB] [-timeout D]
+//	smblab [-dir D] cluster down
+//	smblab [-dir D] cluster kubectl [ARGS...]   (kubectl in the client namespace, lab kubeconfig)
 package main
 
 import (
@@ -23,7 +26,7 @@ import (
 	"github.com/csi-smb/csi-smb/test/lab"
 )
 
-const usage = `usage: smblab [-dir D] [-prefix P] up | down | fault ACTION TARGET | vm -share DIR -run PROGRAM [-timeout D] [-- ARGS] | kube up [-apiserver PATH] | kube down`
+const usage = `usage: smblab [-dir D] [-prefix P] up | down | fault ACTION TARGET | vm -share DIR -run PROGRAM [-timeout D] [-- ARGS] | kube up [-apiserver PATH] | kube down | cluster up [-images DIR] [-pause REF] [-kube-bin DIR] [-memory MiB] [-timeout D] | cluster down | cluster kubectl ARGS`
 
 func main() {
 	fs := flag.NewFlagSet("smblab", flag.ExitOnError)
@@ -88,6 +91,14 @@ func run(ctx context.Context, dir, prefix string, args []string) error {
 			return err
 		}
 		return runKube(ctx, l, args[1:])
+	case "node-nat": // in the cluster's node (node.sh): the kubernetes Service without kube-proxy
+		return lab.NodeServiceNAT()
+	case "cluster":
+		l, err := lab.Load(dir)
+		if err != nil {
+			return err
+		}
+		return runCluster(ctx, l, args[1:])
 	}
 	return errors.New(usage)
 }
