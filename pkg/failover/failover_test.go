@@ -300,9 +300,12 @@ func TestNoFailoverFromARecoveringTarget(t *testing.T) {
 		r.store.SetServer(b, down)
 		r.store.SetServer(a, health.Verdict{State: health.StateUnreachable, Reason: health.ReasonUnreachable, Since: since})
 		time.Sleep(time.Second)
-		r.store.SetServer(b, up)
+		// a answers again before b comes up: setting b first would let the
+		// controller act on the moment between the two updates.
 		r.store.SetServer(a, health.Verdict{State: health.StateUnreachable, Reason: health.ReasonUnreachable, Since: since,
 			LastSuccess: since.Add(time.Second), Message: "answering again"})
+		synctest.Wait()
+		r.store.SetServer(b, up)
 		time.Sleep(2 * time.Second)
 		if adds, _, _ := r.fence.get(); len(adds) != 0 {
 			t.Fatalf("fenced %v: the active target was recovering", adds)
