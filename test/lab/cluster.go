@@ -1,7 +1,6 @@
 package lab
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	_ "embed" // node.sh
@@ -340,28 +339,6 @@ func (l *Lab) writeNodeShare(ctx context.Context, rel string, o ClusterOptions) 
 func isStatic(bin string) bool {
 	out, _ := exec.Command("ldd", bin).CombinedOutput()
 	return bytes.Contains(out, []byte("not a dynamic executable")) || bytes.Contains(out, []byte("statically linked"))
-}
-
-// modulesWithDeps lists the .ko files of mods and their dependencies in load
-// order (modprobe --show-depends), without duplicates.
-func modulesWithDeps(ctx context.Context, rel string, mods []string) ([]string, error) {
-	var out []string
-	seen := map[string]bool{}
-	for _, m := range mods {
-		b, err := exec.CommandContext(ctx, "modprobe", "-S", rel, "--show-depends", m).Output()
-		if err != nil {
-			return nil, fmt.Errorf("modprobe --show-depends %s for %s: %w", m, rel, err)
-		}
-		sc := bufio.NewScanner(bytes.NewReader(b))
-		for sc.Scan() {
-			f := strings.Fields(sc.Text())
-			if len(f) >= 2 && f[0] == "insmod" && !seen[f[1]] {
-				seen[f[1]] = true
-				out = append(out, f[1])
-			}
-		}
-	}
-	return out, nil
 }
 
 // containerd 1.6 configuration (format version 2). The node has no registry:

@@ -110,7 +110,7 @@ func buildInitramfs(ctx context.Context, rel, work, out string) error {
 	if err := copyFile("/bin/busybox", filepath.Join(root, "bin/busybox")); err != nil {
 		return fmt.Errorf("initramfs needs busybox-static: %w", err)
 	}
-	mods, err := moduleFiles(ctx, rel)
+	mods, err := modulesWithDeps(ctx, rel, guestModules)
 	if err != nil {
 		return err
 	}
@@ -156,11 +156,12 @@ func buildInitramfs(ctx context.Context, rel, work, out string) error {
 	return os.RemoveAll(root)
 }
 
-// moduleFiles lists the .ko files of guestModules in load order, deduplicated.
-func moduleFiles(ctx context.Context, rel string) ([]string, error) {
+// modulesWithDeps lists the .ko files of mods and their dependencies in load
+// order (modprobe --show-depends), without duplicates.
+func modulesWithDeps(ctx context.Context, rel string, mods []string) ([]string, error) {
 	var out []string
 	seen := map[string]bool{}
-	for _, m := range guestModules {
+	for _, m := range mods {
 		b, err := exec.CommandContext(ctx, "modprobe", "-S", rel, "--show-depends", m).Output()
 		if err != nil {
 			return nil, fmt.Errorf("modprobe --show-depends %s for %s: %w", m, rel, err)
