@@ -83,7 +83,7 @@ func (r *Reporter) write(ctx context.Context, c change) {
 	if c.verdict.State == health.StateHealthy {
 		eventType, reason = corev1.EventTypeNormal, health.ReasonVolumeHealthy
 	}
-	msg := fmt.Sprintf("SMB volume %s on node %s: %s", c.volumeID, r.node, c.verdict.Message)
+	msg := fmt.Sprintf("SMB volume %s on node %s is %s: %s", c.volumeID, r.node, stateWord(c.verdict.State), c.verdict.Message)
 	for _, o := range c.objects {
 		ref := &corev1.ObjectReference{APIVersion: "v1", Kind: o.Kind, Namespace: o.Namespace, Name: o.Name, UID: types.UID(o.UID)}
 		if o.Kind == "PersistentVolumeClaim" && ref.UID == "" {
@@ -138,4 +138,18 @@ func VolumeHandles(ctx context.Context, client kubernetes.Interface, driverName 
 		}
 		opts.Continue = pvs.Continue
 	}
+}
+
+// stateWord names a volume's state in the words of the kubelet's
+// pod.status.volumeHealth, so `kubectl describe` reads like it.
+func stateWord(s health.State) string {
+	switch s {
+	case health.StateUnreachable:
+		return "inaccessible"
+	case health.StateDegraded:
+		return "degraded"
+	case health.StateHealthy:
+		return "healthy"
+	}
+	return "not checked yet"
 }

@@ -58,6 +58,13 @@ func TestReporterWritesEvents(t *testing.T) {
 		if e.Source.Host != "node-1" || e.Source.Component != "smb.csi-smb.io" {
 			t.Fatalf("source %+v", e.Source)
 		}
+		want := "SMB volume vol-1 on node node-1 is inaccessible: 2 probes failed"
+		if e.Type == corev1.EventTypeNormal {
+			want = "SMB volume vol-1 on node node-1 is healthy: volume is healthy"
+		}
+		if e.Message != want {
+			t.Errorf("%s event message %q, want %q", e.Type, e.Message, want)
+		}
 	}
 	for _, want := range []string{"Pod/pod-uid/Warning/ServerUnreachable", "PersistentVolumeClaim/pvc-uid/Warning/ServerUnreachable",
 		"Pod/pod-uid/Normal/VolumeHealthy", "PersistentVolumeClaim/pvc-uid/Normal/VolumeHealthy"} {
