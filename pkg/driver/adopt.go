@@ -36,6 +36,11 @@ func (d *Driver) adoptStaged() {
 		klog.ErrorS(err, "cannot read the mount table: volumes staged before this start are watched from their first health call")
 		return
 	}
+	records := d.readRecords()
+	mounted := map[string]bool{}
+	for _, info := range infos {
+		mounted[info.MountPoint] = true
+	}
 	n := 0
 	for _, info := range infos {
 		if (info.FsType != "cifs" && info.FsType != "smb3") || filepath.Base(info.MountPoint) != "globalmount" {
@@ -52,7 +57,21 @@ func (d *Driver) adoptStaged() {
 			klog.ErrorS(err, "cannot watch a volume staged before this start", "volumeID", id, "path", info.MountPoint)
 			continue
 		}
+		// What it needs for Events: its publish paths and their pods and PVC.
+		d.node.put(id, &staged{staging: info.MountPoint})
+		for _, r := range records[id] {
+			if mounted[r.Target] {
+				d.node.publish(id, r.Target, r.ReadOnly, r.Objects)
+			}
+		}
 		n++
+	}
+	for _, rs := range records {
+		for _, r := range rs {
+			if !mounted[r.Target] {
+				d.forgetPublish(r.Target) // unpublished while the plugin was down
+			}
+		}
 	}
 	if n > 0 {
 		klog.InfoS("watching volumes staged before this start", "count", n)

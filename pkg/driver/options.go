@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"net/url"
+	"path/filepath"
 	"strings"
 	"time"
 )
@@ -52,6 +53,9 @@ type Options struct {
 	// it; default the endpoint's path.
 	KubeletRegistrationPath string
 	ShutdownTimeout         time.Duration // after SIGTERM, exit at the latest this much later
+	// StateDir keeps the node's publication records (records.go): the pods
+	// and PVC of each published volume, for Events after a restart; empty: none.
+	StateDir string
 }
 
 // DefaultOptions are the flag defaults.
@@ -86,6 +90,7 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.KubeletRegistrationDir, "kubelet-registration-dir", "", "node: register with the kubelet through its plugin registration directory (e.g. /var/lib/kubelet/plugins_registry), instead of node-driver-registrar; empty: off")
 	fs.StringVar(&o.KubeletRegistrationPath, "kubelet-registration-path", "", "the CSI socket's path as the kubelet sees it, for --kubelet-registration-dir (default: the --endpoint path)")
 	fs.DurationVar(&o.ShutdownTimeout, "shutdown-timeout", d.ShutdownTimeout, "after SIGTERM, stop gracefully for at most this long, then exit")
+	fs.StringVar(&o.StateDir, "state-dir", "", "node: a directory of its own (e.g. <kubeletDir>/plugins/<driver>/state) for the pods and PVC of each published volume, so a restarted plugin sends their Events; empty: none")
 }
 
 // Validate checks the options and says what is wrong.
@@ -111,6 +116,9 @@ func (o *Options) Validate() error {
 		if d <= 0 {
 			errs = append(errs, fmt.Errorf("%s must be positive", name))
 		}
+	}
+	if o.StateDir != "" && (!filepath.IsAbs(o.StateDir) || !o.ServesNode()) {
+		errs = append(errs, fmt.Errorf("--state-dir %q: needs node mode and an absolute path", o.StateDir))
 	}
 	if o.KubeletRegistrationDir != "" {
 		if !o.ServesNode() {

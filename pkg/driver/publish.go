@@ -51,6 +51,7 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 	if err := d.checkPublished(req, stage, target, readOnly); err != nil {
 		if errors.Is(err, errAlreadyPublished) {
 			d.node.publish(req.GetVolumeId(), target, readOnly, pods)
+			d.recordPublish(req.GetVolumeId(), target, readOnly, pods)
 			return &csi.NodePublishVolumeResponse{}, nil
 		}
 		return nil, toStatus(err)
@@ -64,6 +65,7 @@ func (d *Driver) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 		return nil, toStatus(fmt.Errorf("volume %s: bind mount on %s: %w", req.GetVolumeId(), target, err))
 	}
 	d.node.publish(req.GetVolumeId(), target, readOnly, pods)
+	d.recordPublish(req.GetVolumeId(), target, readOnly, pods)
 	klog.InfoS("volume published", "volumeID", req.GetVolumeId(), "target", target, "readOnly", readOnly)
 	return &csi.NodePublishVolumeResponse{}, nil
 }
@@ -123,6 +125,7 @@ func (d *Driver) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpublish
 		return nil, toStatus(fmt.Errorf("volume %s: %w", req.GetVolumeId(), err))
 	}
 	d.node.unpublish(req.GetVolumeId(), target)
+	d.forgetPublish(target)
 	if err := os.Remove(target); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, toStatus(fmt.Errorf("volume %s: remove target path: %w", req.GetVolumeId(), err))
 	}

@@ -317,6 +317,7 @@ func TestNodeArgs(t *testing.T) {
 		"endpoint": "unix:///var/lib/kubelet/plugins/smb.csi-smb.io/csi.sock", "metrics-address": ":29672",
 		"health-address": ":29671", "probe-interval": "1s", "check-interval": "2s", "remount-grace": "10s",
 		"mount-timeout": "30s", "dfs-failover": "true", "dfs-unfence-after": "30s",
+		"state-dir": "/var/lib/kubelet/plugins/smb.csi-smb.io/state",
 	} {
 		wantFlag(t, drv, flag, want)
 	}
