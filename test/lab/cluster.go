@@ -81,6 +81,16 @@ type ClusterTimes struct {
 	Total        time.Duration
 }
 
+// podRouteNS are the namespaces that route PodCIDR via the node: the
+// client's and every server's.
+func (l *Lab) podRouteNS() []string {
+	ns := []string{l.ClientNS()}
+	for _, s := range l.Servers {
+		ns = append(ns, s.Netns(l))
+	}
+	return ns
+}
+
 func (l *Lab) clusterDir() string   { return filepath.Join(l.Dir, "cluster") }
 func (l *Lab) clusterShare() string { return filepath.Join(l.clusterDir(), "share") }
 
@@ -169,10 +179,13 @@ func (l *Lab) ClusterUp(ctx context.Context, o ClusterOptions) (t ClusterTimes, 
 	}
 	t.Prepare = time.Since(prep)
 
-	// Replies from the API server to pods go back through the node.
-	_ = run(ctx, "ip", "-n", l.ClientNS(), "route", "del", PodCIDR)
-	if err := run(ctx, "ip", "-n", l.ClientNS(), "route", "add", PodCIDR, "via", GuestIP); err != nil {
-		return t, err
+	// Replies to pods (from the API server, and from the SMB servers to the
+	// controller, which is on the pod network) go back through the node.
+	for _, ns := range l.podRouteNS() {
+		_ = run(ctx, "ip", "-n", ns, "route", "del", PodCIDR)
+		if err := run(ctx, "ip", "-n", ns, "route", "add", PodCIDR, "via", GuestIP); err != nil {
+			return t, err
+		}
 	}
 	boot := time.Now()
 	if err := l.startNode(ctx, rel, initrd, o.MemoryMiB); err != nil {
@@ -589,8 +602,10 @@ func (l *Lab) ClusterDown(ctx context.Context) error {
 	if _, err := os.Stat(filepath.Join("/run/netns", l.BridgeNS())); err == nil {
 		_ = run(ctx, "ip", "-n", l.BridgeNS(), "link", "del", "tap0")
 	}
-	if _, err := os.Stat(filepath.Join("/run/netns", l.ClientNS())); err == nil {
-		_ = run(ctx, "ip", "-n", l.ClientNS(), "route", "del", PodCIDR)
+	for _, ns := range l.podRouteNS() {
+		if _, err := os.Stat(filepath.Join("/run/netns", ns)); err == nil {
+			_ = run(ctx, "ip", "-n", ns, "route", "del", PodCIDR)
+		}
 	}
 	for _, d := range []string{"root", "images"} {
 		if err := os.RemoveAll(filepath.Join(l.clusterShare(), d)); err != nil {

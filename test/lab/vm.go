@@ -37,6 +37,10 @@ const exitMarker = "GUEST-EXIT: "
 // share mounted over 9p, runs the program, serves its fault requests and
 // returns its exit status as *ExitError when it is not 0.
 func (l *Lab) RunVM(ctx context.Context, o VMOptions) error {
+	if alive(l.NodePID) {
+		// Both attach to tap0 in the bridge namespace; a second one would take the node's away.
+		return errors.New("the cluster's node runs in the guest (tap0): run smblab cluster down first")
+	}
 	if o.Timeout == 0 {
 		o.Timeout = 30 * time.Minute
 	}

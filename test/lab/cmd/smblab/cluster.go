@@ -65,7 +65,7 @@ func runCluster(ctx context.Context, l *lab.Lab, args []string) error {
 	return errors.New(usage)
 }
 
-// readImages lists the tars of dir: those images.txt names (`name:tag file`
+// readImages lists the tars of dir: those images.txt names (`name:tag file`, file relative to dir
 // lines), with the pause image's reference, or else every *.tar.
 func readImages(dir string) (tars []string, pause string, err error) {
 	f, err := os.Open(filepath.Join(dir, "images.txt"))
@@ -83,7 +83,11 @@ func readImages(dir string) (tars []string, pause string, err error) {
 		if len(fld) != 2 {
 			continue
 		}
-		tars = append(tars, filepath.Join(dir, fld[1]))
+		tar := fld[1]
+		if !filepath.IsAbs(tar) {
+			tar = filepath.Join(dir, tar) // relative to images.txt
+		}
+		tars = append(tars, tar)
 		if strings.HasPrefix(fld[0], "localhost/pause:") {
 			pause = fld[0]
 		}
