@@ -22,6 +22,10 @@ build: bin/csi-smb
 bin/csi-smb: FORCE
 	CGO_ENABLED=0 go build -ldflags "$(LDFLAGS)" -o $@ ./cmd/csi-smb
 
+# The lab cluster's TEST-ONLY stand-in for csi-provisioner (test/cluster/provisioner).
+bin/test-provisioner: FORCE
+	CGO_ENABLED=0 go build -ldflags "-s -w" -o $@ ./test/cluster/provisioner
+
 bin/smblab: FORCE
 	go build -o $@ ./test/lab/cmd/smblab
 
@@ -47,7 +51,7 @@ test/fuzz:
 ## test/lab: the lab's own API-server test, then one lab for the integration, fault and guest suites
 test/lab: bin/smblab
 	go test -tags labkube -count=1 ./test/lab/
-	CSI_SMB_LAB_DIR=$(LAB_DIR) hack/with-lab.sh $(MAKE) --no-print-directory test/integration test/faults test/vm
+	CSI_SMB_LAB_DIR=$(LAB_DIR) hack/with-lab.sh $(MAKE) --no-print-directory test/integration test/faults test/vm test/cluster
 
 ## test/integration: the controller against real Samba, as nobody, in the lab's client netns
 test/integration: bin/smblab
@@ -65,6 +69,13 @@ test/faults: bin/smblab
 	CSI_SMB_LAB_DIR=$(LAB_DIR) hack/with-lab.sh ip netns exec csismb-c \
 	  env CSI_SMB_LAB_DIR=$(LAB_DIR) CSI_SMB_SOAK=$(SOAK) $(OUT)/faults.test -test.v -test.count=1 -test.timeout 30m
 
+## test/cluster: make image, then on the lab's one-node cluster (smblab cluster up): helm install, CSINode, static
+## and dynamic volumes in pods, server killed and frozen as kubectl shows it, node plugin rollout, helm uninstall
+.PHONY: test/cluster
+test/cluster: image bin/smblab
+	go test -c -tags cluster -o $(OUT)/cluster.test ./test/cluster
+	CSI_SMB_LAB_DIR=$(LAB_DIR) hack/with-lab.sh hack/cluster-test.sh $(OUT)/cluster.test -test.v -test.timeout 30m
+
 ## test/vm: csi-sanity, secret and dead-server tests in the qemu guest (kernel cifs)
 test/vm: bin/smblab vm-share
 	CSI_SMB_LAB_DIR=$(LAB_DIR) hack/with-lab.sh hack/vm-suite.sh $(LAB_DIR) $(VM) bin/guest.test -test.v -test.timeout 35m
@@ -80,6 +91,12 @@ vm-share:
 demo: deps/demo bin/smblab vm-share
 	CSI_SMB_LAB_DIR=$(LAB_DIR) hack/with-lab.sh bin/smblab -dir $(LAB_DIR) vm -share $(VM) -run bin/demo -timeout 10m \
 	  | grep -v -e '^\s*$$' -e 'SeaBIOS' -e 'iPXE' -e 'Booting from' -e 'Press Ctrl-B'
+
+## demo/cluster: the lab's one-node cluster, csi-smb installed with helm, a pod whose SMB server is killed and
+## started again, as pod.status.volumeHealth and kubectl describe show it
+.PHONY: demo/cluster
+demo/cluster: deps image bin/smblab
+	CSI_SMB_LAB_DIR=$(LAB_DIR) hack/with-lab.sh hack/demo-cluster.sh
 
 ## bench: controller benchmarks against real Samba (BENCHMARKS.md)
 bench: deps bin/smblab
@@ -116,14 +133,16 @@ verify:
 	go vet -tags integration ./...
 	go vet -tags vmguest ./...
 	go vet -tags labkube ./...
+	go vet -tags cluster ./...
 	go mod tidy -diff
 	hack/golangci-lint.sh
 	hack/check-deploy.sh
 
 # --- images (hack/build-image.sh) ---------------------------------------------
-## image: driver, pause and busybox images with buildah, no registry: $(OUT)/images/*.tar, listed in images.txt
+## image: driver, pause, busybox and test-provisioner images with buildah, no registry: $(OUT)/images/*.tar,
+## listed in images.txt
 .PHONY: image
-image: bin/csi-smb
+image: bin/csi-smb bin/test-provisioner
 	VERSION=$(VERSION) OUT=$(OUT)/images hack/build-image.sh
 # --- end images ----------------------------------------------------------------
 

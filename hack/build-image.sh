@@ -5,7 +5,9 @@
 #   localhost/csi-smb:<VERSION>          the Dockerfile on that base (apt-get uses the same Debian mirror)
 #   localhost/pause:<catatonit version>  FROM scratch: Debian's static catatonit, `/catatonit -P`
 #   localhost/busybox:<busybox version>  FROM scratch: Debian's busybox-static and its applet links
-# and exports the last three as docker archives (what `ctr -n k8s.io images import`
+#   localhost/csi-smb-test-provisioner:<VERSION>  FROM scratch: bin/test-provisioner, the lab cluster's
+#                                        TEST-ONLY stand-in for csi-provisioner (test/cluster/provisioner)
+# and exports all but the base as docker archives (what `ctr -n k8s.io images import`
 # and `skopeo inspect docker-archive:` read) into _out/images, listed in
 # _out/images/images.txt as `name:tag file` lines. bin/csi-smb must be built
 # first (`make build`). No image is tagged latest.
@@ -52,11 +54,12 @@ for c in buildah mmdebstrap sha256sum flock; do
   command -v "$c" >/dev/null || die "$c missing: hack/install-deps.sh installs it"
 done
 [[ -x bin/csi-smb ]] || die "bin/csi-smb missing: make build"
+[[ -x bin/test-provisioner ]] || die "bin/test-provisioner missing: make image builds it"
 CATATONIT=$(command -v catatonit || echo /usr/bin/catatonit)
 BUSYBOX=/bin/busybox
 [[ -x $CATATONIT ]] || die "catatonit missing (apt-get install catatonit)"
 dpkg-query -W busybox-static >/dev/null 2>&1 || die "busybox-static missing (apt-get install busybox-static)"
-for b in bin/csi-smb "$CATATONIT" "$BUSYBOX"; do
+for b in bin/csi-smb bin/test-provisioner "$CATATONIT" "$BUSYBOX"; do
   # A FROM-scratch image and the Debian base alike want a binary with no interpreter.
   if readelf -l "$b" 2>/dev/null | grep -q 'Requesting program interpreter'; then die "$b is not static"; fi
 done
@@ -259,6 +262,19 @@ image_from_tar "$work/busybox.tar" "$BUSYBOX_IMG" \
   --label "org.opencontainers.image.title=busybox" \
   --label "org.opencontainers.image.version=$BUSYBOX_V" \
   --label "org.opencontainers.image.description=Debian's busybox-static $(dpkg-query -W -f='${Version}' busybox-static), applets linked in /bin"
+
+# The test-only provisioner: a static Go binary, nothing else (its client-go
+# reads the ServiceAccount's CA and token; it needs no files of its own).
+PROV_IMG=localhost/csi-smb-test-provisioner:$VERSION
+mkdir -p "$work/prov"
+install -m 0755 bin/test-provisioner "$work/prov/provisioner"
+tar_tree "$work/prov" "$work/prov.tar"
+image_from_tar "$work/prov.tar" "$PROV_IMG" \
+  --entrypoint '["/provisioner"]' --user 65532:65532 \
+  --label "org.opencontainers.image.title=csi-smb-test-provisioner" \
+  --label "org.opencontainers.image.version=$VERSION" \
+  --label "org.opencontainers.image.revision=$REVISION" \
+  --label "org.opencontainers.image.description=TEST ONLY: the lab cluster's stand-in for csi-provisioner (sig-storage-lib-external-provisioner), not for production"
 rm -rf "$work"
 trap - EXIT
 
@@ -266,15 +282,17 @@ trap - EXIT
 export_archive "$DRIVER_IMG" "$OUT/csi-smb.tar"
 export_archive "$PAUSE_IMG" "$OUT/pause.tar"
 export_archive "$BUSYBOX_IMG" "$OUT/busybox.tar"
-{
-  echo "$DRIVER_IMG $OUT/csi-smb.tar"
-  echo "$PAUSE_IMG $OUT/pause.tar"
-  echo "$BUSYBOX_IMG $OUT/busybox.tar"
+export_archive "$PROV_IMG" "$OUT/test-provisioner.tar"
+{ # file names relative to images.txt, so the directory can move
+  echo "$DRIVER_IMG csi-smb.tar"
+  echo "$PAUSE_IMG pause.tar"
+  echo "$BUSYBOX_IMG busybox.tar"
+  echo "$PROV_IMG test-provisioner.tar"
 } >"$OUT/images.txt"
 if command -v skopeo >/dev/null; then
-  for f in csi-smb pause busybox; do
+  for f in csi-smb pause busybox test-provisioner; do
     skopeo inspect --format '{{.Digest}}' "docker-archive:$OUT/$f.tar" >/dev/null || die "skopeo cannot read $OUT/$f.tar"
   done
 fi
-buildah images --format '{{.Name}}:{{.Tag}} {{.Size}}' | grep -E "^($DRIVER_IMG|$PAUSE_IMG|$BUSYBOX_IMG|$BASE) " | sed 's/^/build-image:   /'
+buildah images --format '{{.Name}}:{{.Tag}} {{.Size}}' | grep -E "^($DRIVER_IMG|$PAUSE_IMG|$BUSYBOX_IMG|$PROV_IMG|$BASE) " | sed 's/^/build-image:   /'
 log "done in $(since): $OUT/images.txt"

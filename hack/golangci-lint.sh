@@ -25,4 +25,4 @@ if [[ ! -x "$BIN" ]]; then
 fi
 pkgs=("$@")
 [[ ${#pkgs[@]} -gt 0 ]] || pkgs=(./...)
-"$BIN" run --build-tags integration,vmguest,labkube,chart "${pkgs[@]}"
+"$BIN" run --build-tags integration,vmguest,labkube,chart,cluster "${pkgs[@]}"
