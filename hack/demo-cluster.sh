@@ -32,7 +32,7 @@ until_health() {
 }
 
 step "a one-node cluster: control plane on the host, the qemu guest (kernel cifs) as the node"
-"$SMBLAB" -dir "$LAB_DIR" cluster up -images "$IMAGES" | tail -3
+"$SMBLAB" -dir "$LAB_DIR" cluster up -images "$IMAGES" | grep "^cluster up in"
 cleanup() {
   step "clean up: pod, PVC, release, cluster"
   kubectl delete pod demo --wait=true --ignore-not-found >/dev/null || true
@@ -94,7 +94,7 @@ spec:
 YAML
 kubectl wait --for=condition=Ready pod/demo --timeout=3m >/dev/null
 show kubectl get pvc demo
-echo "on the server: $(wc -l <"$LAB_DIR/n2/shares/share/k8s/default/demo/log") lines in k8s/default/demo/log"
+echo "on the server: $(wc -l <"$LAB_DIR/n2/shares/share/k8s/default/demo/log") line(s) in k8s/default/demo/log"
 
 step "kill the SMB server"
 show "$SMBLAB" -dir "$LAB_DIR" fault kill n2
@@ -108,4 +108,4 @@ show "$SMBLAB" -dir "$LAB_DIR" fault start n2
 until_health ""
 sleep 2
 show kubectl get events --field-selector involvedObject.name=demo
-echo "on the server: $(wc -l <"$LAB_DIR/n2/shares/share/k8s/default/demo/log") lines in k8s/default/demo/log"
+echo "on the server: $(wc -l <"$LAB_DIR/n2/shares/share/k8s/default/demo/log") line(s) in k8s/default/demo/log"
