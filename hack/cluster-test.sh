@@ -6,13 +6,9 @@
 # if a step failed) up for a look: bin/smblab cluster kubectl ...
 set -euo pipefail
 cd "$(dirname "$0")/.."
-LAB_DIR=${CSI_SMB_LAB_DIR:-/run/csi-smb-lab}
-SMBLAB=${SMBLAB:-bin/smblab}
-IMAGES=$(realpath "${CSI_SMB_IMAGES:-_out/images}")
-HELM=$(hack/build-helm.sh | tail -1)
-ns=$(sed -n 's/.*"prefix": "\(.*\)".*/\1/p' "$LAB_DIR/state.json")c
+. hack/lib-cluster.sh
 
 "$SMBLAB" -dir "$LAB_DIR" cluster up -images "$IMAGES"
 [[ ${CLUSTER_KEEP:-0} == 1 ]] || trap '"$SMBLAB" -dir "$LAB_DIR" cluster down' EXIT
-ip netns exec "$ns" env CSI_SMB_LAB_DIR="$LAB_DIR" CSI_SMB_IMAGES="$IMAGES" CSI_SMB_CHART="$PWD/charts/csi-smb" \
-  HELM="$HELM" CLUSTER_KEEP="${CLUSTER_KEEP:-0}" "$@"
+ip netns exec "$CLIENT_NS" env CSI_SMB_LAB_DIR="$LAB_DIR" CSI_SMB_IMAGES="$IMAGES" CSI_SMB_CHART="$PWD/charts/csi-smb" \
+  HELM="$HELM_BIN" CLUSTER_KEEP="${CLUSTER_KEEP:-0}" "$@"

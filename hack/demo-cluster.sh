@@ -9,13 +9,9 @@
 # (test/cluster/provisioner) provisions in its place. CLUSTER_KEEP=1 keeps it all up.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-LAB_DIR=${CSI_SMB_LAB_DIR:-/run/csi-smb-lab}
-SMBLAB=${SMBLAB:-bin/smblab}
-IMAGES=$(realpath "${CSI_SMB_IMAGES:-_out/images}")
-HELM_BIN=$(hack/build-helm.sh | tail -1)
-ns=$(sed -n 's/.*"prefix": "\(.*\)".*/\1/p' "$LAB_DIR/state.json")c
-kubectl() { ip netns exec "$ns" /var/cache/csi-smb/kube/bin/kubectl --kubeconfig "$LAB_DIR/kube/kubeconfig" "$@"; }
-helm() { ip netns exec "$ns" "$HELM_BIN" --kubeconfig "$LAB_DIR/kube/kubeconfig" "$@"; }
+. hack/lib-cluster.sh
+kubectl() { ip netns exec "$CLIENT_NS" /var/cache/csi-smb/kube/bin/kubectl --kubeconfig "$LAB_DIR/kube/kubeconfig" "$@"; }
+helm() { ip netns exec "$CLIENT_NS" "$HELM_BIN" --kubeconfig "$LAB_DIR/kube/kubeconfig" "$@"; }
 tag() { awk -v p="localhost/$1:" 'index($1, p) == 1 { print substr($1, length(p) + 1); exit }' "$IMAGES/images.txt"; }
 step() { printf '\n=== %s\n' "$*"; }
 show() { printf '$ %s\n' "$*"; "$@"; }

@@ -36,6 +36,7 @@ const (
 	envImages = "CSI_SMB_IMAGES" // images.txt and its tars (make image)
 	envHelm   = "HELM"           // hack/build-helm.sh prints it
 	envChart  = "CSI_SMB_CHART"
+	envTrials = "CSI_SMB_CLUSTER_TRIALS" // fault trials each (BENCHMARKS.md), default 1
 
 	namespace = "kube-system"
 	release   = "csi-smb"
@@ -173,8 +174,8 @@ func TestCluster(t *testing.T) {
 		{"CSINode", e.csiNode},
 		{"StaticVolume", e.staticVolume},
 		{"DynamicVolume", e.dynamicVolume},
-		{"ServerKilled", func(t *testing.T) { e.fault(t, "killed", lab.ActKill, lab.ActStart) }},
-		{"ServerFrozen", func(t *testing.T) { e.fault(t, "frozen", lab.ActStop, lab.ActCont) }},
+		{"ServerKilled", func(t *testing.T) { e.faults(t, "killed", lab.ActKill, lab.ActStart) }},
+		{"ServerFrozen", func(t *testing.T) { e.faults(t, "frozen", lab.ActStop, lab.ActCont) }},
 		{"NodePluginRollout", e.rollout},
 		{"Uninstall", func(t *testing.T) { e.uninstall(t); installed = false }},
 	}
@@ -294,22 +295,8 @@ spec:
   storageClassName: ""
   volumeName: smb-static
   resources: {requests: {storage: 1Gi}}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: static-reader, namespace: %s}
-spec:
-  terminationGracePeriodSeconds: 1
-  containers:
-  - name: c
-    image: %s
-    imagePullPolicy: Never
-    command: ["/bin/sh", "-c", "echo hello from $(hostname) > /data/hello.txt && sleep 3600"]
-    volumeMounts: [{name: data, mountPath: /data}]
-  volumes:
-  - name: data
-    persistentVolumeClaim: {claimName: static}
-`, driver, serverIP, baseDir, namespace, appNS, appNS, e.busybox(t)))
+`, driver, serverIP, baseDir, namespace, appNS))
+	e.kubectl.apply(t, e.pod(t, "static-reader", "static", "echo hello from $(hostname) > /data/hello.txt && sleep 3600"))
 	took := waitFor(t, 3*time.Minute, "static pod Running and its file on the share", func() (bool, string) {
 		b, err := os.ReadFile(filepath.Join(dir, "hello.txt"))
 		if err != nil {
@@ -321,23 +308,29 @@ spec:
 	e.kubectl.must(t, "-n", appNS, "delete", "pod", "static-reader", "--wait=true")
 }
 
-// The writer appends a numbered line with the node's uptime every 100 ms;
-// a failed write goes to its log. Its gaps show how long writes stalled.
-const writerPod = `apiVersion: v1
+// pod is a busybox pod running script with the PVC claim at /data.
+func (e *env) pod(t *testing.T, name, claim, script string) string {
+	t.Helper()
+	return fmt.Sprintf(`apiVersion: v1
 kind: Pod
-metadata: {name: writer, namespace: %s}
+metadata: {name: %s, namespace: %s}
 spec:
   terminationGracePeriodSeconds: 1
   containers:
   - name: c
     image: %s
     imagePullPolicy: Never
-    command: ["/bin/sh", "-c", "i=0; while :; do i=$((i+1)); read up idle < /proc/uptime; echo \"$i $up\" >> /data/log || echo \"write $i failed at $up\"; sleep 0.1; done"]
+    command: ["/bin/sh", "-c", %s]
     volumeMounts: [{name: data, mountPath: /data}]
   volumes:
   - name: data
-    persistentVolumeClaim: {claimName: dyn}
-`
+    persistentVolumeClaim: {claimName: %s}
+`, name, appNS, e.busybox(t), strconv.Quote(script), claim)
+}
+
+// The writer appends a numbered line with the node's uptime every 100 ms;
+// a failed write goes to its log. Its gaps show how long writes stalled.
+const writerScript = `i=0; while :; do i=$((i+1)); read up idle < /proc/uptime; echo "$i $up" >> /data/log || echo "write $i failed at $up"; sleep 0.1; done`
 
 // dynamicVolume: a PVC of the chart's StorageClass is provisioned through
 // CreateVolume (by the test-only stand-in for csi-provisioner) and a pod
@@ -364,7 +357,7 @@ spec:
 	if fi, err := os.Stat(filepath.Join(e.shareDir, baseDir, appNS, "dyn")); err != nil || !fi.IsDir() {
 		t.Fatalf("CreateVolume made no directory %s/dyn on the share: %v", appNS, err)
 	}
-	e.kubectl.apply(t, fmt.Sprintf(writerPod, appNS, e.busybox(t)))
+	e.kubectl.apply(t, e.pod(t, "writer", "dyn", writerScript))
 	e.kubectl.must(t, "-n", appNS, "wait", "--for=condition=Ready", "pod/writer", "--timeout=3m")
 	waitFor(t, time.Minute, "the writer's lines on the share", func() (bool, string) {
 		n := len(e.writerLines(t))
@@ -399,22 +392,38 @@ type logLine struct {
 	uptime float64 // the node's uptime in seconds, 10 ms resolution
 }
 
-// volumeHealth polls the writer's pod.status.volumeHealth until inaccessible
-// is what it wants (the kubelet's Inaccessible condition present or gone).
-func (e *env) waitVolumeHealth(t *testing.T, inaccessible bool, limit time.Duration) time.Duration {
+// waitHealthAndEvents polls the writer's pod.status.volumeHealth
+// until its Inaccessible condition is there (inaccessible) or gone, and our
+// events of type typ on the writer and on the PVC dyn until both count more
+// than before; it returns when each was first seen, counted from start.
+func (e *env) waitHealthAndEvents(t *testing.T, start time.Time, inaccessible bool, typ string, before [2]int) (health, events time.Duration) {
 	t.Helper()
-	what := "the kubelet reports the volume Inaccessible"
-	if !inaccessible {
-		what = "the kubelet reports the volume healthy again"
-	}
-	return waitFor(t, limit, what, func() (bool, string) {
-		var p podJSON
-		if err := e.kubectl.getJSON(&p, "-n", appNS, "pod", "writer"); err != nil {
-			return false, err.Error()
+	limit := 90 * time.Second
+	last := ""
+	for health == 0 || events == 0 {
+		if time.Since(start) > limit {
+			t.Fatalf("within %v: volumeHealth (inaccessible=%v) after %v, %s events after %v; last: %s",
+				limit, inaccessible, health, typ, events, last)
 		}
-		cs := p.volumeConditions("data")
-		return hasStatus(cs, "Inaccessible") == inaccessible, fmt.Sprintf("volumeHealth %+v", p.Status.VolumeHealth)
-	})
+		if health == 0 {
+			var p podJSON
+			if err := e.kubectl.getJSON(&p, "-n", appNS, "pod", "writer"); err != nil {
+				last = err.Error()
+			} else if hasStatus(p.volumeConditions("data"), "Inaccessible") == inaccessible {
+				health = time.Since(start)
+			} else {
+				last = fmt.Sprintf("volumeHealth %+v", p.Status.VolumeHealth)
+			}
+		}
+		if events == 0 {
+			now := e.eventCounts(t, typ)
+			if now[0] > before[0] && now[1] > before[1] {
+				events = time.Since(start)
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return health, events
 }
 
 // driverEvent is one of our node plugin's events, as kubectl describe shows it.
@@ -453,20 +462,26 @@ func (e *env) countEvents(t *testing.T, kind, name, typ string) int {
 	return n
 }
 
-// waitMoreEvents waits until our events of type typ on the writer pod and on
-// the PVC dyn both count more than before (pod, pvc).
-func (e *env) waitMoreEvents(t *testing.T, typ string, before [2]int) {
-	t.Helper()
-	waitFor(t, 30*time.Second, typ+" events on the pod and the PVC", func() (bool, string) {
-		p := e.countEvents(t, "Pod", "writer", typ)
-		c := e.countEvents(t, "PersistentVolumeClaim", "dyn", typ)
-		return p > before[0] && c > before[1], fmt.Sprintf("pod %d, pvc %d; before %v", p, c, before)
-	})
-}
-
 func (e *env) eventCounts(t *testing.T, typ string) [2]int {
 	t.Helper()
 	return [2]int{e.countEvents(t, "Pod", "writer", typ), e.countEvents(t, "PersistentVolumeClaim", "dyn", typ)}
+}
+
+// faults runs fault CSI_SMB_CLUSTER_TRIALS times (default 1).
+func (e *env) faults(t *testing.T, name, breakIt, heal string) {
+	n := 1
+	if v := os.Getenv(envTrials); v != "" {
+		var err error
+		if n, err = strconv.Atoi(v); err != nil || n < 1 {
+			t.Fatalf("%s=%q: want a positive number", envTrials, v)
+		}
+	}
+	for i := range n {
+		if i > 0 {
+			time.Sleep(3 * time.Second) // let the mount settle after the last recovery
+		}
+		e.fault(t, name, breakIt, heal)
+	}
 }
 
 // fault breaks the server, waits for what a user sees (the kubelet's
@@ -475,6 +490,7 @@ func (e *env) eventCounts(t *testing.T, typ string) [2]int {
 func (e *env) fault(t *testing.T, name, breakIt, heal string) {
 	warnings, normals := e.eventCounts(t, "Warning"), e.eventCounts(t, "Normal")
 	ctx := t.Context()
+	brokeAt := time.Now()
 	if err := e.lab.Fault(ctx, breakIt, server); err != nil {
 		t.Fatal(err)
 	}
@@ -484,9 +500,9 @@ func (e *env) fault(t *testing.T, name, breakIt, heal string) {
 			_ = e.lab.Fault(ctx, heal, server)
 		}
 	}()
-	detect := e.waitVolumeHealth(t, true, 90*time.Second)
-	e.waitMoreEvents(t, "Warning", warnings)
-	t.Logf("server %s: pod.status.volumeHealth Inaccessible after %.1f s", name, detect.Seconds())
+	detect, warned := e.waitHealthAndEvents(t, brokeAt, true, "Warning", warnings)
+	t.Logf("server %s: pod.status.volumeHealth Inaccessible after %.1f s, our Warning events on the pod and the PVC after %.1f s",
+		name, detect.Seconds(), warned.Seconds())
 	t.Logf("kubectl get pod writer -o jsonpath={.status.volumeHealth}:\n%s",
 		e.kubectl.must(t, "-n", appNS, "get", "pod", "writer", "-o", "jsonpath={.status.volumeHealth}"))
 	t.Logf("kubectl describe pod writer:\n%s", e.kubectl.must(t, "-n", appNS, "describe", "pod", "writer"))
@@ -494,20 +510,20 @@ func (e *env) fault(t *testing.T, name, breakIt, heal string) {
 	t.Logf("kubectl get csinode %s -o jsonpath={.status}:\n%s", lab.NodeName,
 		e.kubectl.must(t, "get", "csinode", lab.NodeName, "-o", "jsonpath={.status}"))
 
+	healedAt := time.Now()
 	if err := e.lab.Fault(ctx, heal, server); err != nil {
 		t.Fatal(err)
 	}
 	healed = true
-	back := e.waitVolumeHealth(t, false, 90*time.Second)
-	e.waitMoreEvents(t, "Normal", normals)
+	back, told := e.waitHealthAndEvents(t, healedAt, false, "Normal", normals)
 	n := len(e.writerLines(t))
 	waitFor(t, time.Minute, "the writer writes again", func() (bool, string) {
 		m := len(e.writerLines(t))
 		return m > n+5, fmt.Sprintf("%d lines, %d before", m, n)
 	})
 	t.Logf("kubectl describe pod writer (healed):\n%s", e.kubectl.must(t, "-n", appNS, "describe", "pod", "writer"))
-	fmt.Printf("RESULT cluster server %s: describe shows it after %.1f s, healthy again after %.1f s\n",
-		name, detect.Seconds(), back.Seconds())
+	fmt.Printf("RESULT cluster server %s: volumeHealth Inaccessible after %.1f s, Warning events after %.1f s; healthy again after %.1f s, VolumeHealthy events after %.1f s\n",
+		name, detect.Seconds(), warned.Seconds(), back.Seconds(), told.Seconds())
 }
 
 // rollout restarts the node DaemonSet while the writer writes: the pod's
