@@ -149,7 +149,7 @@ image: bin/csi-smb bin/test-provisioner
 # --- chart (charts/csi-smb, deploy/, hack/build-helm.sh, hack/check-deploy.sh) ----
 ## deploy: re-render deploy/csi-smb.yaml from charts/csi-smb (default values, namespace kube-system)
 ## verify/deploy: helm lint --strict, and deploy/ equals the rendered chart (part of verify)
-## test/chart: Go tests over helm template output (test/chart, build tag chart)
+## test/chart: Go tests over helm template output (test/chart, build tag chart), with helm 4 and helm 3
 .PHONY: deploy update/deploy verify/deploy test/chart
 deploy update/deploy:
 	hack/check-deploy.sh --update
@@ -157,10 +157,13 @@ deploy update/deploy:
 verify/deploy:
 	hack/check-deploy.sh
 
+HELM_VERSIONS ?= v4.3.2 v3.21.4
 test/chart:
-	hack/build-helm.sh >/dev/null
 	go vet -tags chart ./test/chart/
-	HELM=$$(hack/build-helm.sh | tail -1) go test -tags chart -count=1 ./test/chart/
+	for v in $(HELM_VERSIONS); do \
+	  h=$$(HELM_VERSION=$$v hack/build-helm.sh | tail -1); \
+	  echo "test/chart: helm $$v"; HELM=$$h go test -tags chart -count=1 ./test/chart/ || exit 1; \
+	done
 # --- end chart -------------------------------------------------------------------
 
 clean:

@@ -11,7 +11,7 @@
 # once; concurrent callers wait on a lock and then find the binary.
 set -euo pipefail
 
-HELM_VERSION=${HELM_VERSION:-v3.22.0}
+HELM_VERSION=${HELM_VERSION:-v4.3.2} # make test/chart also runs HELM_VERSION=v3.21.4 (Helm 3)
 TOOLS=${TOOLS_CACHE:-/var/cache/csi-smb/tools}
 DIR=$TOOLS/helm-$HELM_VERSION
 BIN=$DIR/helm
@@ -45,7 +45,7 @@ rm -f go.mod go.sum tools.go
 export GOWORK=off GOFLAGS=-mod=mod CGO_ENABLED=0
 helmgomod=$(go mod download -json "$MOD@$HELM_VERSION" | sed -n 's/^\t"GoMod": "\(.*\)",\{0,1\}$/\1/p') ||
   { echo "build-helm: go mod download $MOD@$HELM_VERSION failed" >&2; exit 1; }
-# helm's own go.mod has no replace directives (checked for v3.22.0), so a
+# helm's own go.mod has no replace directives (checked for v4.3.2 and v3.21.4), so a
 # module requiring only helm selects exactly helm's dependency versions.
 if grep -q '^replace' "$helmgomod"; then
   echo "build-helm: $MOD@$HELM_VERSION has replace directives; this scratch module would ignore them" >&2
@@ -61,7 +61,9 @@ fi
 printf '//go:build tools\n\npackage helm\n\nimport _ "%s/cmd/helm"\n' "$MOD" >tools.go
 go mod tidy
 
-# As helm's Makefile: Kubernetes major = client-go major + 1, minor = client-go minor.
+# As helm 3's Makefile: Kubernetes major = client-go major + 1, minor = client-go minor
+# (helm 4 has no such variables and reads its client-go's version itself; -X of a
+# missing symbol does nothing).
 cgo=$(go list -m -f '{{.Version}}' k8s.io/client-go)
 cgo=${cgo#v}
 kmajor=$(($(cut -d. -f1 <<<"$cgo") + 1))

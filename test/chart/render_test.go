@@ -55,7 +55,7 @@ func helmBin(t *testing.T) string {
 	if h := os.Getenv("HELM"); h != "" {
 		return h
 	}
-	h := "/var/cache/csi-smb/tools/helm-v3.22.0/helm"
+	h := "/var/cache/csi-smb/tools/helm-v4.3.2/helm"
 	if _, err := os.Stat(h); err != nil {
 		t.Fatalf("no helm: set HELM or run hack/build-helm.sh (make test/chart does): %v", err)
 	}
