@@ -3,6 +3,7 @@ package kube
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -44,7 +45,7 @@ type change struct {
 
 // NewReporter builds a reporter for node (the event source host).
 func NewReporter(client kubernetes.Interface, driverName, node string) *Reporter {
-	b := record.NewBroadcaster()
+	b := record.NewBroadcaster(record.WithCorrelatorOptions(record.CorrelatorOptions{SpamKeyFunc: spamKey}))
 	return &Reporter{
 		client: client, node: node, broadcaster: b, queue: make(chan change, queueLen), uids: map[string]types.UID{},
 		recorder: b.NewRecorder(scheme.Scheme, corev1.EventSource{Component: driverName, Host: node}),
@@ -152,4 +153,14 @@ func stateWord(s health.State) string {
 		return "healthy"
 	}
 	return "not checked yet"
+}
+
+// spamKey buckets events for client-go's spam filter (25 per bucket, then
+// one per 5 minutes) per object and reason, not per object and type as by
+// default: a volume whose server flaps for long would otherwise use up its
+// Warning bucket on MountReconnecting and ProbeMissed and go on showing
+// "is healthy" as its latest event while it is inaccessible again.
+func spamKey(e *corev1.Event) string {
+	return strings.Join([]string{e.Source.Component, e.Source.Host, e.InvolvedObject.Kind, e.InvolvedObject.Namespace,
+		e.InvolvedObject.Name, string(e.InvolvedObject.UID), e.InvolvedObject.APIVersion, e.Type, e.Reason}, "\x00")
 }

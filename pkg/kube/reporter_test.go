@@ -2,6 +2,7 @@ package kube
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -71,5 +72,40 @@ func TestReporterWritesEvents(t *testing.T) {
 		if !seen[want] {
 			t.Errorf("missing event %s; have %v", want, seen)
 		}
+	}
+}
+
+// TestFlappingVolumeStillShowsItsState: a volume that has sent many
+// warnings of one reason (a long flap: MountReconnecting over and over) still
+// gets its next ServerUnreachable through client-go's spam filter, which
+// passes 25 events per bucket; by default a bucket is an object and a type.
+func TestFlappingVolumeStillShowsItsState(t *testing.T) {
+	client := fake.NewClientset()
+	r := NewReporter(client, "smb.csi-smb.io", "node-1")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- r.Run(ctx) }()
+	objs := []Object{{Kind: "Pod", Namespace: "ns", Name: "p", UID: "pod-uid"}}
+	for i := range 30 {
+		r.VolumeHealthChanged("vol-1", health.VolumeVerdict{State: health.StateUnreachable, Reason: "MountReconnecting",
+			Message: fmt.Sprintf("reconnecting, try %d", i)}, objs)
+	}
+	r.VolumeHealthChanged("vol-1", health.VolumeVerdict{State: health.StateUnreachable, Reason: "ServerUnreachable", Message: "2 probes failed"}, objs)
+	found := false
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline) && !found; time.Sleep(20 * time.Millisecond) {
+		list, err := client.CoreV1().Events("ns").List(ctx, metav1.ListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range list.Items {
+			found = found || e.Reason == "ServerUnreachable"
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if !found {
+		t.Fatal("ServerUnreachable after 30 MountReconnecting warnings was dropped by the spam filter")
 	}
 }

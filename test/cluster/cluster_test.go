@@ -55,7 +55,6 @@ type env struct {
 	driverTag    string
 	provisionTag string
 	shareDir     string // the server's share directory on the host
-	eventsCapped bool   // repeated fault trials used up the event spam filter's budget
 }
 
 func setup(t *testing.T) *env {
@@ -397,11 +396,8 @@ type logLine struct {
 // until its Inaccessible condition is there (inaccessible) or gone, and our
 // events that say what on the writer and on the PVC dyn until both count
 // more than before; it returns when each was first seen, counted from start.
-func (e *env) waitHealthAndEvents(t *testing.T, start time.Time, inaccessible bool, what string, before [2]int, withEvents bool) (health, events time.Duration) {
+func (e *env) waitHealthAndEvents(t *testing.T, start time.Time, inaccessible bool, what string, before [2]int) (health, events time.Duration) {
 	t.Helper()
-	if !withEvents {
-		events = -1
-	}
 	limit := 90 * time.Second
 	last := ""
 	for health == 0 || events == 0 {
@@ -493,22 +489,17 @@ func (e *env) faults(t *testing.T, name, breakIt, heal string) {
 		if i > 0 {
 			time.Sleep(3 * time.Second) // let the mount settle after the last recovery
 		}
-		e.fault(t, name, breakIt, heal, i == 0)
-	}
-	if n > 1 {
-		e.eventsCapped = true
+		e.fault(t, name, breakIt, heal)
 	}
 }
 
 // fault breaks the server, waits for what a user sees (the kubelet's
 // Inaccessible in pod.status.volumeHealth, our Warning events on the pod and
 // the PVC, in kubectl describe), heals it and waits for the way back.
-//
-// withEvents: also wait for our events. client-go's event spam filter lets
-// 25 events per object through and then one per 5 minutes, so repeated
-// trials (CSI_SMB_CLUSTER_TRIALS) check and time the events of their first
-// trial only.
-func (e *env) fault(t *testing.T, name, breakIt, heal string, withEvents bool) {
+// client-go's event spam filter passes 25 events per object, type and
+// reason (pkg/kube), then one per 5 minutes: up to 24 trials of a fault
+// (CSI_SMB_CLUSTER_TRIALS) each get their events.
+func (e *env) fault(t *testing.T, name, breakIt, heal string) {
 	warnings, normals := e.eventCounts(t, saysInaccessible), e.eventCounts(t, saysHealthy)
 	ctx := t.Context()
 	brokeAt := time.Now()
@@ -521,7 +512,7 @@ func (e *env) fault(t *testing.T, name, breakIt, heal string, withEvents bool) {
 			_ = e.lab.Fault(ctx, heal, server)
 		}
 	}()
-	detect, warned := e.waitHealthAndEvents(t, brokeAt, true, saysInaccessible, warnings, withEvents)
+	detect, warned := e.waitHealthAndEvents(t, brokeAt, true, saysInaccessible, warnings)
 	t.Logf("server %s: pod.status.volumeHealth Inaccessible after %s, our inaccessible events on the pod and the PVC after %s",
 		name, secs(detect), secs(warned))
 	t.Logf("kubectl get pod writer -o jsonpath={.status.volumeHealth}:\n%s",
@@ -536,7 +527,7 @@ func (e *env) fault(t *testing.T, name, breakIt, heal string, withEvents bool) {
 		t.Fatal(err)
 	}
 	healed = true
-	back, told := e.waitHealthAndEvents(t, healedAt, false, saysHealthy, normals, withEvents)
+	back, told := e.waitHealthAndEvents(t, healedAt, false, saysHealthy, normals)
 	n := len(e.writerLines(t))
 	waitFor(t, time.Minute, "the writer writes again", func() (bool, string) {
 		m := len(e.writerLines(t))
@@ -547,13 +538,8 @@ func (e *env) fault(t *testing.T, name, breakIt, heal string, withEvents bool) {
 		name, secs(detect), secs(warned), secs(back), secs(told))
 }
 
-// secs renders a measured time; a negative one was not measured.
-func secs(d time.Duration) string {
-	if d < 0 {
-		return "(not timed)"
-	}
-	return fmt.Sprintf("%.1f s", d.Seconds())
-}
+// secs renders a measured time.
+func secs(d time.Duration) string { return fmt.Sprintf("%.1f s", d.Seconds()) }
 
 // rollout restarts the node DaemonSet while the writer writes: the pod's
 // writes never stop for long, the new node plugin adopts the mount and
@@ -596,7 +582,7 @@ func (e *env) rollout(t *testing.T) {
 	fmt.Printf("RESULT cluster rollout: node plugin replaced in %.1f s; pod's longest write gap %.2f s, %d failed writes\n",
 		took.Seconds(), gap, failed+logsAfter-logsBefore)
 	// The new plugin adopted the staged volume: a fault is reported again.
-	e.fault(t, "killed after the rollout", lab.ActKill, lab.ActStart, !e.eventsCapped)
+	e.fault(t, "killed after the rollout", lab.ActKill, lab.ActStart)
 }
 
 // uninstall deletes the workloads and the release and checks the node is as
