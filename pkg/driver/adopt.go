@@ -3,6 +3,7 @@ package driver
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -81,17 +82,9 @@ func (d *Driver) adoptStaged() {
 // stagedHere is the ID of our volume the kubelet staged at staging.
 func (d *Driver) stagedHere(staging string) (string, bool) {
 	path := filepath.Join(filepath.Dir(staging), "vol_data.json")
-	f, err := os.Open(path)
-	if err != nil {
-		if !errors.Is(err, os.ErrNotExist) {
-			klog.V(2).InfoS("unreadable kubelet volume data", "path", path, "err", err)
-		}
+	b, err := readSmallFile(path, maxVolData)
+	if errors.Is(err, os.ErrNotExist) {
 		return "", false
-	}
-	defer func() { _ = f.Close() }()
-	b, err := io.ReadAll(io.LimitReader(f, maxVolData+1))
-	if err == nil && len(b) > maxVolData {
-		err = errors.New("larger than 64 KiB")
 	}
 	var data kubeletVolData
 	if err == nil {
@@ -119,4 +112,20 @@ func (d *Driver) adopt(id string, info mount.Info) error {
 	klog.InfoS("watching a volume mounted before this plugin started", "volumeID", id, "path", info.MountPoint, "server", server)
 	d.deps.Monitor.Add(health.VolumeSpec{ID: id, Staging: info.MountPoint, Server: server})
 	return nil
+}
+
+// readSmallFile reads path whole, or fails if it holds more than limit
+// bytes (what the node reads of files it does not trust: vol_data.json,
+// its own publication records).
+func readSmallFile(path string, limit int) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = f.Close() }()
+	b, err := io.ReadAll(io.LimitReader(f, int64(limit)+1))
+	if err == nil && len(b) > limit {
+		err = fmt.Errorf("larger than %d bytes", limit)
+	}
+	return b, err
 }

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -116,12 +115,7 @@ func (d *Driver) readRecords() map[string][]pubRecord {
 
 // readRecord parses one record file, at most maxRecord bytes.
 func readRecord(path string) (pubRecord, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return pubRecord{}, err
-	}
-	defer func() { _ = f.Close() }()
-	b, err := io.ReadAll(io.LimitReader(f, maxRecord+1))
+	b, err := readSmallFile(path, maxRecord)
 	if err != nil {
 		return pubRecord{}, err
 	}
