@@ -54,6 +54,7 @@ type env struct {
 	chart        string
 	driverTag    string
 	provisionTag string
+	busybox      string
 	shareDir     string // the server's share directory on the host
 }
 
@@ -83,6 +84,7 @@ func setup(t *testing.T) *env {
 	}
 	e.driverTag = imageTag(t, images, "localhost/csi-smb:")
 	e.provisionTag = imageTag(t, images, "localhost/csi-smb-test-provisioner:")
+	e.busybox = "localhost/busybox:" + imageTag(t, images, "localhost/busybox:") // the workload image
 	s, err := l.Server(server)
 	if err != nil {
 		t.Fatal(err)
@@ -252,16 +254,6 @@ func (e *env) csiNode(t *testing.T) {
 	t.Log(e.kubectl.must(t, "get", "csinode", lab.NodeName, "-o", "yaml"))
 }
 
-// busybox is the workload image (make image).
-func (e *env) busybox(t *testing.T) string {
-	t.Helper()
-	images := os.Getenv(envImages)
-	if images == "" {
-		images = "../../_out/images"
-	}
-	return "localhost/busybox:" + imageTag(t, images, "localhost/busybox:")
-}
-
 // staticVolume: a PV for an existing directory, bound by a PVC, used by a pod
 // whose file appears on the server.
 func (e *env) staticVolume(t *testing.T) {
@@ -296,7 +288,7 @@ spec:
   volumeName: smb-static
   resources: {requests: {storage: 1Gi}}
 `, driver, serverIP, baseDir, namespace, appNS))
-	e.kubectl.apply(t, e.pod(t, "static-reader", "static", "echo hello from $(hostname) > /data/hello.txt && sleep 3600"))
+	e.kubectl.apply(t, e.pod("static-reader", "static", "echo hello from $(hostname) > /data/hello.txt && sleep 3600"))
 	took := waitFor(t, 3*time.Minute, "static pod Running and its file on the share", func() (bool, string) {
 		b, err := os.ReadFile(filepath.Join(dir, "hello.txt"))
 		if err != nil {
@@ -309,8 +301,7 @@ spec:
 }
 
 // pod is a busybox pod running script with the PVC claim at /data.
-func (e *env) pod(t *testing.T, name, claim, script string) string {
-	t.Helper()
+func (e *env) pod(name, claim, script string) string {
 	return fmt.Sprintf(`apiVersion: v1
 kind: Pod
 metadata: {name: %s, namespace: %s}
@@ -325,7 +316,7 @@ spec:
   volumes:
   - name: data
     persistentVolumeClaim: {claimName: %s}
-`, name, appNS, e.busybox(t), strconv.Quote(script), claim)
+`, name, appNS, e.busybox, strconv.Quote(script), claim)
 }
 
 // The writer appends a numbered line with the node's uptime every 100 ms;
@@ -357,7 +348,7 @@ spec:
 	if fi, err := os.Stat(filepath.Join(e.shareDir, baseDir, appNS, "dyn")); err != nil || !fi.IsDir() {
 		t.Fatalf("CreateVolume made no directory %s/dyn on the share: %v", appNS, err)
 	}
-	e.kubectl.apply(t, e.pod(t, "writer", "dyn", writerScript))
+	e.kubectl.apply(t, e.pod("writer", "dyn", writerScript))
 	e.kubectl.must(t, "-n", appNS, "wait", "--for=condition=Ready", "pod/writer", "--timeout=3m")
 	waitFor(t, time.Minute, "the writer's lines on the share", func() (bool, string) {
 		n := len(e.writerLines(t))
@@ -627,7 +618,7 @@ spec:
   volumes:
   - name: kubelet
     hostPath: {path: /var/lib/kubelet, type: Directory}
-`, appNS, e.busybox(t)))
+`, appNS, e.busybox))
 	waitFor(t, 2*time.Minute, "node-check done", func() (bool, string) {
 		out, err := e.kubectl.run(30*time.Second, "", "-n", appNS, "get", "pod", "node-check", "-o", "jsonpath={.status.phase}")
 		return err == nil && (out == "Succeeded" || out == "Failed"), out
