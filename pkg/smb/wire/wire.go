@@ -1,7 +1,10 @@
 // Package wire encodes and decodes the few SMB2 messages the driver sends
 // itself on a session go-smb2 set up (MS-SMB2 2.1 transport framing, 2.2.1
-// header, 2.2.28/2.2.29 ECHO, 2.2.31/2.2.32 IOCTL). It is pure: no I/O beyond reading frames from an io.Reader, bounds
-// checked before every read, never panics on untrusted bytes.
+// header, 2.2.28/2.2.29 ECHO, 2.2.31/2.2.32 IOCTL, and in notify.go the
+// directory watch: 2.2.13-2.2.16 CREATE/CLOSE, 2.2.30 CANCEL, 2.2.35/2.2.36
+// CHANGE_NOTIFY with MS-FSCC 2.7.1 FILE_NOTIFY_INFORMATION). It is pure: no
+// I/O beyond reading frames from an io.Reader, bounds checked before every
+// read, never panics on untrusted bytes.
 package wire
 
 import (
@@ -49,6 +52,7 @@ type Header struct {
 	Flags          uint32
 	MessageID      uint64
 	TreeID         uint32 // sync headers only
+	AsyncID        uint64 // async headers only (FlagAsync): names a pending request for CANCEL
 	SessionID      uint64
 }
 
@@ -75,6 +79,11 @@ func EchoRequest(messageID uint64) []byte {
 // request returns a framed request of body bytes with its header filled
 // in: one credit charged and asked for, unsigned.
 func request(cmd uint16, messageID, sessionID uint64, treeID uint32, body int) []byte {
+	return requestCredits(cmd, messageID, sessionID, treeID, body, 1)
+}
+
+// requestCredits is request asking for credits credits (at least one).
+func requestCredits(cmd uint16, messageID, sessionID uint64, treeID uint32, body int, credits uint16) []byte {
 	b := make([]byte, 4+HeaderSize+body)
 	binary.BigEndian.PutUint32(b[0:4], uint32(HeaderSize+body)) //nolint:gosec // callers keep it under MaxProbeFrame: the first byte stays 0
 	h := b[4:]
@@ -82,7 +91,7 @@ func request(cmd uint16, messageID, sessionID uint64, treeID uint32, body int) [
 	binary.LittleEndian.PutUint16(h[4:6], HeaderSize)
 	binary.LittleEndian.PutUint16(h[6:8], 1) // CreditCharge
 	binary.LittleEndian.PutUint16(h[12:14], cmd)
-	binary.LittleEndian.PutUint16(h[14:16], 1) // CreditRequest
+	binary.LittleEndian.PutUint16(h[14:16], max(credits, 1)) // CreditRequest
 	binary.LittleEndian.PutUint64(h[24:32], messageID)
 	binary.LittleEndian.PutUint32(h[36:40], treeID)
 	binary.LittleEndian.PutUint64(h[40:48], sessionID)
@@ -105,7 +114,7 @@ func ParseHeader(msg []byte) (Header, error) {
 	if binary.LittleEndian.Uint16(msg[4:6]) != HeaderSize {
 		return Header{}, fmt.Errorf("%w: header structure size", ErrMalformed)
 	}
-	return Header{
+	h := Header{
 		CreditCharge:   binary.LittleEndian.Uint16(msg[6:8]),
 		Status:         binary.LittleEndian.Uint32(msg[8:12]),
 		Command:        binary.LittleEndian.Uint16(msg[12:14]),
@@ -114,7 +123,11 @@ func ParseHeader(msg []byte) (Header, error) {
 		MessageID:      binary.LittleEndian.Uint64(msg[24:32]),
 		TreeID:         binary.LittleEndian.Uint32(msg[36:40]),
 		SessionID:      binary.LittleEndian.Uint64(msg[40:48]),
-	}, nil
+	}
+	if h.Flags&FlagAsync != 0 {
+		h.TreeID, h.AsyncID = 0, binary.LittleEndian.Uint64(msg[32:40])
+	}
+	return h, nil
 }
 
 // ReadFrame reads one transport frame from r into buf (grown when needed)
