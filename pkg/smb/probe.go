@@ -57,13 +57,34 @@ func (d ProbeDialer) DialProbe(ctx context.Context, addr string, creds auth.Cred
 }
 
 func (d ProbeDialer) dial(ctx context.Context, addr string, creds auth.Credentials) (*ProbeSession, error) {
+	t, err := d.dialTree(ctx, addr, "IPC$", creds)
+	if err != nil {
+		return nil, err
+	}
+	return &ProbeSession{conn: t.conn, rd: bufio.NewReaderSize(t.conn, 512), next: t.next, buf: make([]byte, 0, 128),
+		session: t.session, tree: t.tree}, nil
+}
+
+// handedOver is a connection go-smb2 set up and let go of: a session and a
+// tree connect, and where its message IDs and credits stand.
+type handedOver struct {
+	conn    net.Conn
+	session uint64
+	tree    uint32
+	next    uint64
+	credits int
+}
+
+// dialTree connects to addr, logs on with creds and connects to the share
+// tree (IPC$ or a disk share) with go-smb2, then takes the socket over.
+func (d ProbeDialer) dialTree(ctx context.Context, addr, tree string, creds auth.Credentials) (handedOver, error) {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
-		return nil, fmt.Errorf("probe address %q: %w", addr, err)
+		return handedOver{}, fmt.Errorf("probe address %q: %w", addr, err)
 	}
 	dialFn := d.Dial
 	if dialFn == nil {
-		nd := &net.Dialer{}
+		nd := &net.Dialer{KeepAlive: 15 * time.Second}
 		if d.Mark != 0 {
 			nd.Control = markSocket(d.Mark)
 		}
@@ -71,23 +92,23 @@ func (d ProbeDialer) dial(ctx context.Context, addr string, creds auth.Credentia
 	}
 	raw, err := dialFn(ctx, "tcp", addr)
 	if err != nil {
-		return nil, classify("connect to "+addr, err)
+		return handedOver{}, classify("connect to "+addr, err)
 	}
-	hc := &handoverConn{Conn: raw, released: make(chan struct{})}
+	hc := &handoverConn{Conn: raw, released: make(chan struct{}), credits: 1}
 	if dl, ok := ctx.Deadline(); ok {
 		_ = raw.SetDeadline(dl)
 	}
 	dialer := &smb2.Dialer{Initiator: &smb2.NTLMInitiator{User: creds.Username, Password: creds.Password, Domain: creds.Domain}}
 	sess, err := dialer.DialConn(ctx, hc, host)
 	if err == nil {
-		_, err = sess.WithContext(ctx).Mount(`\\` + host + `\IPC$`)
+		_, err = sess.WithContext(ctx).Mount(`\\` + host + `\` + tree)
 	}
 	if err == nil {
 		err = hc.handOver(ctx)
 	}
 	if err != nil {
 		_ = raw.Close()
-		err = classify(fmt.Sprintf("probe session to %s as %s", addr, creds), err)
+		err = classify(fmt.Sprintf("session to %s (tree %s) as %s", addr, tree, creds), err)
 		// The TCP connect succeeded. The socket deadline (set to ctx's) can
 		// fire a hair before ctx itself reports it, and go-smb2 reports
 		// that as a transport error: a setup that ran out of time is a
@@ -95,14 +116,12 @@ func (d ProbeDialer) dial(ctx context.Context, addr string, creds auth.Credentia
 		if dl, ok := ctx.Deadline(); ctx.Err() != nil || errors.Is(err, os.ErrDeadlineExceeded) || (ok && !time.Now().Before(dl)) {
 			err = fmt.Errorf("%w: %w: %w", ErrSilent, context.DeadlineExceeded, err)
 		}
-		return nil, err
+		return handedOver{}, err
 	}
 	_ = raw.SetDeadline(time.Time{})
 	hc.mu.Lock()
-	session, tree := hc.session, hc.tree
-	hc.mu.Unlock()
-	return &ProbeSession{conn: raw, rd: bufio.NewReaderSize(raw, 512), next: hc.nextID(), buf: make([]byte, 0, 128),
-		session: session, tree: tree}, nil
+	defer hc.mu.Unlock()
+	return handedOver{conn: raw, session: hc.session, tree: hc.tree, next: hc.next, credits: hc.credits}, nil
 }
 
 // Echo sends one SMB2 ECHO and waits for its answer until ctx ends. Any
@@ -198,6 +217,7 @@ type handoverConn struct {
 	session  uint64 // from the TREE_CONNECT answer
 	tree     uint32
 	next     uint64
+	credits  int // granted minus charged, as far as go-smb2 went
 	taken    atomic.Bool
 	released chan struct{} // closed when go-smb2's receiver has let go
 	once     sync.Once
@@ -209,9 +229,10 @@ func (c *handoverConn) Write(b []byte) (int, error) {
 	if c.taken.Load() {
 		return 0, net.ErrClosed
 	}
-	if n, ok := wire.NextMessageID(b); ok {
+	if h, err := wire.ParseHeader(b); err == nil && !h.Response() {
 		c.mu.Lock()
-		c.next = max(c.next, n)
+		c.next = max(c.next, h.MessageID+uint64(max(h.CreditCharge, 1)))
+		c.credits -= int(max(h.CreditCharge, 1))
 		c.mu.Unlock()
 	}
 	return c.Conn.Write(b)
@@ -245,9 +266,11 @@ func (c *handoverConn) scan(b []byte) {
 		if len(c.rx) < 4+n {
 			return
 		}
-		if h, err := wire.ParseHeader(c.rx[4 : 4+n]); err == nil && h.Response() &&
-			h.Command == wire.CmdTreeConnect && h.Status == wire.StatusSuccess {
-			c.session, c.tree = h.SessionID, h.TreeID
+		if h, err := wire.ParseHeader(c.rx[4 : 4+n]); err == nil && h.Response() {
+			c.credits += int(h.CreditResponse)
+			if h.Command == wire.CmdTreeConnect && h.Status == wire.StatusSuccess {
+				c.session, c.tree = h.SessionID, h.TreeID
+			}
 		}
 		c.rx = c.rx[4+n:]
 	}
@@ -264,12 +287,6 @@ func (c *handoverConn) handOver(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-}
-
-func (c *handoverConn) nextID() uint64 {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.next
 }
 
 // markSocket sets SO_MARK on a socket before it connects.

@@ -99,8 +99,8 @@ func TestProbeSessionFrozenAndKilled(t *testing.T) {
 	})
 }
 
-func TestHandoverRecordsMessageIDs(t *testing.T) {
-	c := &handoverConn{Conn: nopConn{}, released: make(chan struct{})}
+func TestHandoverRecordsMessageIDsAndCredits(t *testing.T) {
+	c := &handoverConn{Conn: nopConn{}, released: make(chan struct{}), credits: 1}
 	for _, id := range []uint64{0, 1, 2, 3} {
 		frame := wire.EchoRequest(id)
 		if _, err := c.Write(frame[:4]); err != nil {
@@ -110,8 +110,19 @@ func TestHandoverRecordsMessageIDs(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if c.nextID() != 4 {
-		t.Fatalf("next message id %d, want 4", c.nextID())
+	if c.next != 4 || c.credits != -3 {
+		t.Fatalf("next message id %d, credits %d, want 4 and -3", c.next, c.credits)
+	}
+	// Two answers granting 5 credits each, in one read.
+	answer := func(id uint64) []byte {
+		f := wire.EchoRequest(id)
+		f[4+16] = 1 // SMB2_FLAGS_SERVER_TO_REDIR
+		f[4+14] = 5 // CreditResponse
+		return f
+	}
+	c.scan(append(answer(0), answer(1)...))
+	if c.credits != 7 {
+		t.Fatalf("credits %d after two grants of 5, want 7", c.credits)
 	}
 }
 

@@ -76,7 +76,7 @@ func CreateDirRequest(messageID, sessionID uint64, treeID uint32, dir string, cr
 	b := requestCredits(CmdCreate, messageID, sessionID, treeID, createFixed+max(len(name), 1), credits)
 	body := b[4+HeaderSize:]
 	binary.LittleEndian.PutUint16(body[0:2], createFixed+1)
-	binary.LittleEndian.PutUint32(body[4:8], 2)         // ImpersonationLevel: Impersonation
+	binary.LittleEndian.PutUint32(body[4:8], 2)          // ImpersonationLevel: Impersonation
 	binary.LittleEndian.PutUint32(body[24:28], 0x100081) // SYNCHRONIZE | FILE_READ_ATTRIBUTES | FILE_LIST_DIRECTORY
 	binary.LittleEndian.PutUint32(body[32:36], 7)        // FILE_SHARE_READ | WRITE | DELETE
 	binary.LittleEndian.PutUint32(body[36:40], 1)        // FILE_OPEN

@@ -155,17 +155,6 @@ func ReadFrame(r io.Reader, buf []byte) ([]byte, error) {
 	return buf, nil
 }
 
-// NextMessageID returns the message ID after the request msg (a frame
-// without its prefix), or ok=false if msg is not an SMB2 request.
-// MS-SMB2 3.2.4.1.3: a request consumes max(CreditCharge, 1) IDs.
-func NextMessageID(msg []byte) (next uint64, ok bool) {
-	h, err := ParseHeader(msg)
-	if err != nil || h.Response() {
-		return 0, false
-	}
-	return h.MessageID + uint64(max(h.CreditCharge, 1)), true
-}
-
 // IoctlRequest encodes a framed SMB2 IOCTL request carrying an FSCTL with
 // input on the given session and tree, FileId all ones (no open file, as
 // FSCTL_DFS_GET_REFERRALS wants), asking for at most maxOut bytes of
