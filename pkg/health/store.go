@@ -13,11 +13,18 @@ type Kind int
 const (
 	KindServer Kind = iota // a probed SMB server, keyed by host:port
 	KindVolume             // a staged volume, keyed by volume ID
+	KindDir                // a volume's directory, keyed by DirTarget.Key
+	KindWatch              // a directory watch, keyed by DirTarget.WatchKey
 )
 
 func (k Kind) String() string {
-	if k == KindServer {
+	switch k {
+	case KindServer:
 		return "server"
+	case KindDir:
+		return "dir"
+	case KindWatch:
+		return "watch"
 	}
 	return "volume"
 }
@@ -33,6 +40,8 @@ type Update struct {
 	Key
 	Server Verdict       // KindServer
 	Volume VolumeVerdict // KindVolume
+	Dir    DirVerdict    // KindDir
+	Watch  WatchState    // KindWatch
 	Gone   bool          // the entry was removed (nobody probes the server, the volume was unstaged)
 }
 
@@ -45,12 +54,15 @@ type Store struct {
 	mu      sync.Mutex
 	servers map[string]Verdict
 	volumes map[string]VolumeVerdict
+	dirs    map[string]DirVerdict
+	watches map[string]WatchState
 	subs    map[*Subscription]struct{}
 }
 
 // NewStore returns an empty store.
 func NewStore() *Store {
-	return &Store{servers: map[string]Verdict{}, volumes: map[string]VolumeVerdict{}, subs: map[*Subscription]struct{}{}}
+	return &Store{servers: map[string]Verdict{}, volumes: map[string]VolumeVerdict{}, dirs: map[string]DirVerdict{},
+		watches: map[string]WatchState{}, subs: map[*Subscription]struct{}{}}
 }
 
 // SetServer records a server's verdict. Subscribers are told when the
@@ -120,6 +132,58 @@ func (s *Store) Volume(id string) (VolumeVerdict, bool) {
 	return v, ok
 }
 
+// SetDir records what a watch knows of a volume directory. Subscribers are
+// told when its state, new name or watching changed.
+func (s *Store) SetDir(key string, v DirVerdict) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old, ok := s.dirs[key]
+	s.dirs[key] = v
+	if !ok || old.State != v.State || old.RenamedTo != v.RenamedTo || old.Watching != v.Watching {
+		s.notifyLocked(Key{KindDir, key})
+	}
+}
+
+// DeleteDir forgets a directory nobody watches any more.
+func (s *Store) DeleteDir(key string) { deleteEntry(s, s.dirs, KindDir, key) }
+
+// Dir returns what is known of a volume directory.
+func (s *Store) Dir(key string) (DirVerdict, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v, ok := s.dirs[key]
+	return v, ok
+}
+
+// SetWatch records the state of a directory watch; every change is told.
+func (s *Store) SetWatch(key string, v WatchState) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if old, ok := s.watches[key]; !ok || old != v {
+		s.watches[key] = v
+		s.notifyLocked(Key{KindWatch, key})
+	}
+}
+
+// DeleteWatch forgets a watch that ended.
+func (s *Store) DeleteWatch(key string) { deleteEntry(s, s.watches, KindWatch, key) }
+
+// Watches returns the state of every directory watch.
+func (s *Store) Watches() map[string]WatchState {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return maps.Clone(s.watches)
+}
+
+func deleteEntry[V any](s *Store, m map[string]V, kind Kind, key string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := m[key]; ok {
+		delete(m, key)
+		s.notifyLocked(Key{kind, key})
+	}
+}
+
 func (s *Store) read(k Key) Update {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -129,6 +193,10 @@ func (s *Store) read(k Key) Update {
 		u.Server, u.Gone = s.servers[k.Name], !has(s.servers, k.Name)
 	case KindVolume:
 		u.Volume, u.Gone = s.volumes[k.Name], !has(s.volumes, k.Name)
+	case KindDir:
+		u.Dir, u.Gone = s.dirs[k.Name], !has(s.dirs, k.Name)
+	case KindWatch:
+		u.Watch, u.Gone = s.watches[k.Name], !has(s.watches, k.Name)
 	}
 	return u
 }
@@ -153,6 +221,12 @@ func (s *Store) Subscribe() *Subscription {
 	}
 	for id := range s.volumes {
 		sub.mark(Key{KindVolume, id})
+	}
+	for k := range s.dirs {
+		sub.mark(Key{KindDir, k})
+	}
+	for k := range s.watches {
+		sub.mark(Key{KindWatch, k})
 	}
 	s.subs[sub] = struct{}{}
 	return sub

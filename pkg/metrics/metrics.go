@@ -27,6 +27,10 @@ type Metrics struct {
 	failovers   *prometheus.CounterVec
 	failoverDur prometheus.Histogram
 	fences      prometheus.Gauge
+	watches     *prometheus.GaugeVec
+	watchLosses *prometheus.CounterVec
+	dirEvents   *prometheus.CounterVec
+	watchSeen   map[string]health.WatchState // by watch key, what Follow counted last; Follow's goroutine only
 }
 
 // New registers the collectors (and the Go and process collectors) on reg.
@@ -66,9 +70,31 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 			Namespace: namespace, Name: "dfs_fences",
 			Help: "DFS targets fenced on this node now.",
 		}),
+		watches: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "dir_watches",
+			Help: "SMB2 CHANGE_NOTIFY watches on directories that hold volumes, by role (controller, node) and state (watching; lost: down, the directories are polled).",
+		}, []string{"role", "state"}),
+		watchLosses: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "dir_watch_losses_total",
+			Help: "Directory watches that went down (connection lost, server unreachable, directory gone), by role.",
+		}, []string{"role"}),
+		dirEvents: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "volume_dir_events_total",
+			Help: "What directory watches saw happen to volume directories (removed, renamed, restored) and full rescans (rescan), by role.",
+		}, []string{"role", "action"}),
+		watchSeen: map[string]health.WatchState{},
+	}
+	for _, role := range []string{"controller", "node"} {
+		for _, st := range []string{"watching", "lost"} {
+			m.watches.WithLabelValues(role, st)
+		}
+		m.watchLosses.WithLabelValues(role)
+		for _, a := range []string{"removed", "renamed", "restored", "rescan"} {
+			m.dirEvents.WithLabelValues(role, a)
+		}
 	}
 	for _, c := range []prometheus.Collector{m.rtt, m.failures, m.serverState, m.volumeState, m.remounts,
-		m.failovers, m.failoverDur, m.fences,
+		m.failovers, m.failoverDur, m.fences, m.watches, m.watchLosses, m.dirEvents,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register metrics: %w", err)
@@ -100,6 +126,9 @@ func (m *Metrics) Follow(ctx context.Context, sub *health.Subscription) error {
 			m.failures.DeletePartialMatch(prometheus.Labels{"server": u.Name})
 		case u.Kind == health.KindServer:
 			m.serverState.WithLabelValues(u.Name).Set(float64(u.Server.State))
+		case u.Kind == health.KindWatch:
+			m.watchChanged(u.Name, u.Watch, u.Gone)
+		case u.Kind != health.KindVolume:
 		case u.Gone:
 			m.volumeState.DeletePartialMatch(prometheus.Labels{"volume_id": u.Name})
 		default:
@@ -107,6 +136,38 @@ func (m *Metrics) Follow(ctx context.Context, sub *health.Subscription) error {
 			m.volumeState.WithLabelValues(u.Name, u.Volume.Reason).Set(float64(u.Volume.State))
 		}
 	})
+}
+
+// watchChanged moves a watch between the watching and lost gauges and adds
+// what its totals grew by to the counters.
+func (m *Metrics) watchChanged(key string, w health.WatchState, gone bool) {
+	old, seen := m.watchSeen[key]
+	if seen {
+		m.watches.WithLabelValues(old.Role, watchState(old)).Dec()
+	}
+	if gone {
+		delete(m.watchSeen, key)
+		return
+	}
+	m.watches.WithLabelValues(w.Role, watchState(w)).Inc()
+	m.watchSeen[key] = w
+	add := func(c prometheus.Counter, now, before uint64) {
+		if now > before {
+			c.Add(float64(now - before))
+		}
+	}
+	add(m.watchLosses.WithLabelValues(w.Role), w.Losses, old.Losses)
+	add(m.dirEvents.WithLabelValues(w.Role, "removed"), w.Removed, old.Removed)
+	add(m.dirEvents.WithLabelValues(w.Role, "renamed"), w.Renamed, old.Renamed)
+	add(m.dirEvents.WithLabelValues(w.Role, "restored"), w.Restored, old.Restored)
+	add(m.dirEvents.WithLabelValues(w.Role, "rescan"), w.Rescans, old.Rescans)
+}
+
+func watchState(w health.WatchState) string {
+	if w.Watching {
+		return "watching"
+	}
+	return "lost"
 }
 
 // FailedOver counts a DFS volume's move to another target; took is from

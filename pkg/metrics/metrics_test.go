@@ -81,3 +81,46 @@ func TestHandler(t *testing.T) {
 		t.Fatalf("scrape: %d, lacks the remount counter:\n%.500s", rec.Code, body)
 	}
 }
+
+func TestWatchMetrics(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m, err := New(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := health.NewStore()
+	sub := store.Subscribe()
+	followed := func() {
+		fctx, stop := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		defer stop()
+		_ = m.Follow(fctx, sub)
+		sub = store.Subscribe()
+	}
+	store.SetWatch("//s/share/a", health.WatchState{Role: "node", Watching: true, Rescans: 1})
+	store.SetWatch("//s/share/b", health.WatchState{Role: "node", Watching: true, Rescans: 1})
+	followed()
+	// Two changes of a coalesce into one update: the totals lose nothing.
+	store.SetWatch("//s/share/a", health.WatchState{Role: "node", Watching: true, Rescans: 1, Removed: 1})
+	store.SetWatch("//s/share/a", health.WatchState{Role: "node", Rescans: 1, Removed: 2, Losses: 1})
+	followed()
+	for _, c := range []struct {
+		got  prometheus.Collector
+		want float64
+	}{
+		{m.watches.WithLabelValues("node", "watching"), 1},
+		{m.watches.WithLabelValues("node", "lost"), 1},
+		{m.watches.WithLabelValues("controller", "watching"), 0},
+		{m.watchLosses.WithLabelValues("node"), 1},
+		{m.dirEvents.WithLabelValues("node", "removed"), 2},
+		{m.dirEvents.WithLabelValues("node", "rescan"), 2},
+	} {
+		if got := testutil.ToFloat64(c.got); got != c.want {
+			t.Errorf("%v = %v, want %v", c.got, got, c.want)
+		}
+	}
+	store.DeleteWatch("//s/share/a")
+	followed()
+	if got := testutil.ToFloat64(m.watches.WithLabelValues("node", "lost")); got != 0 {
+		t.Fatalf("lost watches after it went: %v", got)
+	}
+}
