@@ -22,6 +22,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"k8s.io/klog/v2"
@@ -246,6 +247,10 @@ func (w *Watcher) session(ctx context.Context, d *dir) error {
 	creds := d.creds
 	w.mu.Unlock()
 	t := d.target
+	select {
+	case <-d.kick: // an unreachable verdict from before this session: the dial will tell
+	default:
+	}
 	dctx, cancel := context.WithTimeout(ctx, w.opts.Timeout)
 	conn, err := w.dial(dctx, t.Addr, t.Share, creds)
 	cancel()
@@ -255,9 +260,12 @@ func (w *Watcher) session(ctx context.Context, d *dir) error {
 	defer conn.Close()
 	sctx, stop := context.WithCancel(ctx)
 	defer stop()
-	go func() { // the prober's verdict ends the session
+	var kicked atomic.Bool
+	go func() { // the prober's verdict ends the session: no CANCEL to a server that does not answer
 		select {
 		case <-d.kick:
+			kicked.Store(true)
+			_ = conn.Close()
 			stop()
 		case <-sctx.Done():
 		}
@@ -299,7 +307,7 @@ func (w *Watcher) session(ctx context.Context, d *dir) error {
 			continue
 		}
 		switch {
-		case sctx.Err() != nil && ctx.Err() == nil:
+		case kicked.Load():
 			return errors.New("the prober finds the server unreachable")
 		case errors.Is(r.err, smb.ErrNotifyOverflow):
 			arm()
