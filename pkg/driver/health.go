@@ -59,6 +59,12 @@ func volumeHealth(id string, s health.State, reason, msg string) *csi.VolumeHeal
 	switch s {
 	case health.StateUnreachable:
 		vh.HealthStatuses = []*csi.VolumeHealth_VolumeHealthEntry{{Status: csi.VolumeHealthErrorType_INACCESSIBLE, Reason: reason, Message: msg}}
+		if reason == health.ReasonDirMissing {
+			// The directory is gone, not renamed: its data is strongly
+			// suspected lost (restore it from a backup or snapshot).
+			vh.HealthStatuses = append(vh.HealthStatuses, &csi.VolumeHealth_VolumeHealthEntry{
+				Status: csi.VolumeHealthErrorType_DATA_LOSS, Reason: reason, Message: msg})
+		}
 	case health.StateDegraded:
 		vh.HealthStatuses = []*csi.VolumeHealth_VolumeHealthEntry{{Status: csi.VolumeHealthErrorType_DEGRADED, Reason: reason, Message: msg}}
 	}

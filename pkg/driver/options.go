@@ -43,6 +43,10 @@ type Options struct {
 	// DFS.
 	DFSFailover     bool          // fence a dead DFS target and end the kernel's connections to it
 	DFSUnfenceAfter time.Duration // lift a fence once its target has been healthy this long
+	// DirWatch watches the directories that hold volumes with SMB2
+	// CHANGE_NOTIFY, so a volume directory removed or renamed on the server
+	// is seen at once (the controller polls otherwise).
+	DirWatch bool
 
 	// Running under a kubelet.
 	HealthAddress string // serve /healthz here; empty: off (/healthz is also on MetricsAddress)
@@ -64,7 +68,7 @@ func DefaultOptions() Options {
 		Endpoint: "unix:///csi/csi.sock", Mode: ModeAll, DriverName: DefaultDriverName,
 		MountTimeout: 30 * time.Second, SMBTimeout: 30 * time.Second, StatsTimeout: time.Second,
 		ProbeInterval: time.Second, CheckInterval: 2 * time.Second, RemountGrace: 10 * time.Second,
-		DFSFailover: true, DFSUnfenceAfter: 30 * time.Second, ShutdownTimeout: 20 * time.Second,
+		DFSFailover: true, DirWatch: true, DFSUnfenceAfter: 30 * time.Second, ShutdownTimeout: 20 * time.Second,
 	}
 }
 
@@ -85,6 +89,7 @@ func (o *Options) AddFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&o.KubeAPI, "kube-api", false, "use the Kubernetes API: the node writes Events on the pods and PVC of a volume whose health changes; the controller lists its PersistentVolumes at start to watch their health")
 	fs.StringVar(&o.Kubeconfig, "kubeconfig", "", "kubeconfig for --kube-api; empty: in-cluster config")
 	fs.BoolVar(&o.DFSFailover, "dfs-failover", d.DFSFailover, "fail a DFS volume over in place when the target it uses is unreachable: fence that target on the node (nftables, needs CAP_NET_ADMIN) and end the kernel's connections to it; false leaves failover to the kernel alone")
+	fs.BoolVar(&o.DirWatch, "dir-watch", d.DirWatch, "watch the directories that hold volumes with SMB2 CHANGE_NOTIFY (one watch per directory), so a volume directory removed or renamed on the server is reported at once; false: the controller polls every volume directory and the node does not look")
 	fs.DurationVar(&o.DFSUnfenceAfter, "dfs-unfence-after", d.DFSUnfenceAfter, "lift the fence on a DFS target once it has been healthy this long (no failback: mounts stay where they are)")
 	fs.StringVar(&o.HealthAddress, "health-address", "", "serve GET /healthz on this address (200 when ready, 503 with the reason otherwise), for a liveness probe without the livenessprobe sidecar; /healthz is also served on --metrics-address; empty: off")
 	fs.StringVar(&o.KubeletRegistrationDir, "kubelet-registration-dir", "", "node: register with the kubelet through its plugin registration directory (e.g. /var/lib/kubelet/plugins_registry), instead of node-driver-registrar; empty: off")

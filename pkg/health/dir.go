@@ -22,6 +22,15 @@ func (t DirTarget) WatchKey() string {
 	return strings.TrimSuffix("//"+t.Addr+"/"+t.Share+"/"+strings.Trim(t.Dir, "/"), "/")
 }
 
+// Reasons of a volume whose directory is gone from its share.
+const (
+	// ReasonDirMissing: the volume's directory does not exist (removed).
+	ReasonDirMissing = "VolumeDirectoryMissing"
+	// ReasonDirRenamed: a watch saw the directory renamed within its
+	// parent: its data is likely under the new name.
+	ReasonDirRenamed = "VolumeDirectoryRenamed"
+)
+
 // DirState says whether a volume's directory exists on its share.
 type DirState int
 

@@ -7,6 +7,7 @@ package inventory
 import (
 	"context"
 	"maps"
+	"path"
 	"slices"
 	"sync"
 	"time"
@@ -24,6 +25,9 @@ const (
 	// unreachable (the node's own verdict is health.ReasonUnreachable).
 	ReasonUnreachable = "ServerUnreachableFromController"
 	ReasonDirMissing  = "VolumeDirectoryMissing"
+	// ReasonDirRenamed: a watch saw the directory renamed on the share (its
+	// data is likely under the new name).
+	ReasonDirRenamed  = "VolumeDirectoryRenamed"
 	ReasonCannotCheck = "CannotCheck"
 )
 
@@ -36,9 +40,17 @@ type Probes interface {
 	Acquire(addr string, creds auth.Credentials) (release func())
 }
 
-// ServerVerdicts reads the verdicts on servers (health.Store).
+// ServerVerdicts reads the verdicts on servers and what directory watches
+// know of volume directories (health.Store).
 type ServerVerdicts interface {
 	Server(addr string) (health.Verdict, bool)
+	Dir(key string) (health.DirVerdict, bool)
+}
+
+// Watches starts and stops CHANGE_NOTIFY watches of volume directories
+// (watch.Watcher): one per directory that holds volumes.
+type Watches interface {
+	Acquire(t health.DirTarget, creds auth.Credentials) (release func())
 }
 
 // Targets returns the addresses (host:port) of the DFS targets of a
@@ -49,7 +61,10 @@ type Targets func(ctx context.Context, v volume.Volume, creds auth.Credentials) 
 type Options struct {
 	// Targets, when set, finds a volume's DFS targets at its first check;
 	// they are probed from then on and reported one by one.
-	Targets       Targets
+	Targets Targets
+	// Watches, when set, watches the directory of every volume on a plain
+	// share; a volume whose watch stands is not polled.
+	Watches       Watches
 	CheckInterval time.Duration // directory checks, default 1 min
 	CheckTimeout  time.Duration // per check, default 10 s
 	Parallel      int           // checks at once, default 4
@@ -79,6 +94,8 @@ type cataloged struct {
 	targets  []string // DFS targets, probed; nil until known or for a plain share
 	resolved bool
 	untarget func()
+	dirKey   string // the store key of its directory while watched
+	unwatch  func()
 }
 
 // New builds an inventory; Run checks.
@@ -131,6 +148,9 @@ func (c *Inventory) Forget(id string) {
 		if e.untarget != nil {
 			e.untarget()
 		}
+		if e.unwatch != nil {
+			e.unwatch()
+		}
 	}
 }
 
@@ -176,7 +196,24 @@ func (c *Inventory) List() []Entry {
 
 func (c *Inventory) verdictLocked(e *cataloged) health.VolumeVerdict {
 	sv, _ := c.servers.Server(e.vol.Source.Address())
-	return CombineDir(e.checked, e.present, e.err, sv)
+	checked, present, renamed := e.checked, e.present, ""
+	if dv, ok := c.watched(e); ok {
+		checked, present, renamed = dv.At, dv.State == health.DirPresent, dv.RenamedTo
+	}
+	v := CombineDir(checked, present, e.err, sv)
+	if v.Reason == ReasonDirMissing && renamed != "" {
+		v.Reason, v.Message = ReasonDirRenamed, "the volume's directory was renamed on the share to "+renamed
+	}
+	return v
+}
+
+// watched returns what a standing watch knows of e's directory.
+func (c *Inventory) watched(e *cataloged) (health.DirVerdict, bool) {
+	if e.dirKey == "" {
+		return health.DirVerdict{}, false
+	}
+	dv, ok := c.servers.Dir(e.dirKey)
+	return dv, ok && dv.Watching && dv.State != health.DirUnknown
 }
 
 // CombineDir is the controller's pure rule: server unreachable, or the
@@ -250,12 +287,21 @@ func (c *Inventory) checkOne(ctx context.Context, id string) {
 		return
 	}
 	v, creds, resolved := e.vol, e.creds, e.resolved
+	_, watched := c.watched(e)
 	c.mu.Unlock()
+	if watched {
+		return // the watch tells at once; nothing to poll
+	}
 	cctx, cancel := context.WithTimeout(ctx, c.opts.CheckTimeout)
 	if !resolved && c.opts.Targets != nil {
 		if targets, err := c.opts.Targets(cctx, v, creds); err == nil {
 			c.watchTargets(id, e, targets, creds)
+			if len(targets) == 0 {
+				c.watchDir(id, e, creds)
+			}
 		}
+	} else if !resolved {
+		c.watchDir(id, e, creds)
 	}
 	present, err := c.check(cctx, v, creds)
 	cancel()
@@ -305,4 +351,26 @@ func (c *Inventory) watchTargets(id string, e *cataloged, targets []string, cred
 		return
 	}
 	e.targets, e.resolved, e.untarget = targets, true, release
+}
+
+// watchDir starts the watch of a plain-share volume's directory (a DFS
+// volume's lives on its targets: it is polled). A volume at the share root
+// has no parent to watch.
+func (c *Inventory) watchDir(id string, e *cataloged, creds auth.Credentials) {
+	dir := e.vol.Dir()
+	if c.opts.Watches == nil || dir == "" {
+		return
+	}
+	parent := path.Dir(dir)
+	if parent == "." {
+		parent = ""
+	}
+	t := health.DirTarget{Addr: e.vol.Source.Address(), Share: e.vol.Source.Share, Dir: parent, Name: path.Base(dir)}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.vols[id] != e || e.unwatch != nil {
+		return
+	}
+	e.resolved = true
+	e.dirKey, e.unwatch = t.Key(), c.opts.Watches.Acquire(t, creds)
 }

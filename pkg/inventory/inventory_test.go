@@ -153,3 +153,86 @@ func TestDFSTargetsAreProbedAndReported(t *testing.T) {
 		}
 	})
 }
+
+// watches publishes directory verdicts into the store, as watch.Watcher does.
+type watches struct {
+	store *health.Store
+	mu    sync.Mutex
+	got   []health.DirTarget
+}
+
+func (w *watches) Acquire(t health.DirTarget, _ auth.Credentials) func() {
+	w.mu.Lock()
+	w.got = append(w.got, t)
+	w.mu.Unlock()
+	return func() { w.store.DeleteDir(t.Key()) }
+}
+
+// TestWatchedVolumesAreNotPolled: a volume whose directory watch stands is
+// not polled, and the watch's verdicts (removed, renamed, restored) are
+// its verdict at once; a lost watch brings the poll back.
+func TestWatchedVolumesAreNotPolled(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var mu sync.Mutex
+		polls := 0
+		check := func(context.Context, volume.Volume, auth.Credentials) (bool, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			polls++
+			return true, nil
+		}
+		store := health.NewStore()
+		store.SetServer("srv:445", health.Verdict{State: health.StateHealthy, Reason: health.ReasonReachable})
+		w := &watches{store: store}
+		inv := New(check, &probes{refs: map[string]int{}}, store, Options{CheckInterval: time.Minute, Watches: w})
+		v := vol(1)
+		v.Source.Path = "base"
+		inv.Track(v.ID(), v, 1<<30, auth.Credentials{})
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error)
+		go func() { done <- inv.Run(ctx) }()
+		defer func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Error(err)
+			}
+		}()
+		synctest.Wait()
+		if len(w.got) != 1 || w.got[0] != (health.DirTarget{Addr: "srv:445", Share: "s", Dir: "base", Name: "d1"}) {
+			t.Fatalf("watches %+v, want the volume's parent base and its name d1", w.got)
+		}
+		key := w.got[0].Key()
+		verdict := func() health.VolumeVerdict { e, _ := inv.Get(v.ID()); return e.Verdict }
+		store.SetDir(key, health.DirVerdict{State: health.DirPresent, Watching: true, At: time.Now()})
+		store.SetDir(key, health.DirVerdict{State: health.DirMissing, Watching: true, At: time.Now()})
+		if got := verdict(); got.State != health.StateUnreachable || got.Reason != ReasonDirMissing {
+			t.Fatalf("removed: %+v", got)
+		}
+		store.SetDir(key, health.DirVerdict{State: health.DirMissing, RenamedTo: "d1.old", Watching: true, At: time.Now()})
+		if got := verdict(); got.Reason != ReasonDirRenamed || got.Message != "the volume's directory was renamed on the share to d1.old" {
+			t.Fatalf("renamed: %+v", got)
+		}
+		store.SetDir(key, health.DirVerdict{State: health.DirPresent, Watching: true, At: time.Now()})
+		if got := verdict(); got.State != health.StateHealthy {
+			t.Fatalf("restored: %+v", got)
+		}
+		mu.Lock()
+		before := polls
+		mu.Unlock()
+		time.Sleep(10 * time.Minute)
+		synctest.Wait()
+		mu.Lock()
+		if polls != before {
+			t.Fatalf("%d polls of a watched volume in 10 min", polls-before)
+		}
+		mu.Unlock()
+		store.SetDir(key, health.DirVerdict{State: health.DirPresent, Watching: false, At: time.Now()}) // the watch is lost
+		time.Sleep(time.Minute)
+		synctest.Wait()
+		mu.Lock()
+		defer mu.Unlock()
+		if polls != before+1 {
+			t.Fatalf("%d polls in the minute after the watch was lost, want 1", polls-before)
+		}
+	})
+}

@@ -32,6 +32,7 @@ import (
 	"github.com/csi-smb/csi-smb/pkg/registration"
 	"github.com/csi-smb/csi-smb/pkg/smb"
 	"github.com/csi-smb/csi-smb/pkg/volume"
+	"github.com/csi-smb/csi-smb/pkg/watch"
 )
 
 // Parts are the collaborators a test may replace; zero values get the
@@ -53,6 +54,10 @@ type Parts struct {
 	Prober    health.ProberOptions
 	Monitor   health.MonitorOptions
 	Inventory inventory.Options
+	// WatchDial and WatchList are the directory watches' sessions (default:
+	// SMB2 CHANGE_NOTIFY over the probe dialer) and listings (the pool).
+	WatchDial watch.Dialer
+	WatchList watch.Lister
 }
 
 // Plugin is an assembled driver with everything it runs.
@@ -62,7 +67,10 @@ type Plugin struct {
 	Prober    *health.Prober
 	Monitor   *health.Monitor
 	Inventory *inventory.Inventory
-	Failover  *failover.Controller // node only
+	// ControllerWatches watches the controller's volume directories
+	// (--dir-watch); nil without.
+	ControllerWatches *watch.Watcher
+	Failover          *failover.Controller // node only
 	// Registration registers the node with the kubelet
 	// (--kubelet-registration-dir); nil without.
 	Registration *registration.Server
@@ -98,12 +106,20 @@ func New(opts driver.Options, parts Parts) (*Plugin, error) {
 	if parts.Mounter == nil {
 		parts.Mounter = mount.New(mount.Options{})
 	}
+	pool := smb.NewPool(smb.Options{})
+	p.runs = append(p.runs, pool.Run)
 	if parts.OpenShare == nil {
-		pool := smb.NewPool(smb.Options{})
 		parts.OpenShare = func(ctx context.Context, server, share string, creds auth.Credentials) (provision.FS, func(), error) {
 			return pool.Share(ctx, server, share, creds)
 		}
-		p.runs = append(p.runs, pool.Run)
+	}
+	if parts.WatchDial == nil {
+		parts.WatchDial = func(ctx context.Context, addr, share string, creds auth.Credentials) (watch.Conn, error) {
+			return probeDialer.DialTree(ctx, addr, share, creds)
+		}
+	}
+	if parts.WatchList == nil {
+		parts.WatchList = smb.Dirs{Pool: pool}
 	}
 	po := parts.Prober
 	po.Recorder = m
@@ -133,6 +149,11 @@ func New(opts driver.Options, parts Parts) (*Plugin, error) {
 	invOpts.Targets = func(ctx context.Context, v volume.Volume, creds auth.Credentials) ([]string, error) {
 		targets, _, err := locate.Targets(ctx, resolve, v.Location(), creds)
 		return targets, err
+	}
+	if opts.DirWatch && opts.ServesController() {
+		p.ControllerWatches = watch.New(parts.WatchDial, parts.WatchList, p.Store, watch.Options{Role: "controller"})
+		invOpts.Watches = p.ControllerWatches
+		p.runs = append(p.runs, p.ControllerWatches.Run)
 	}
 	p.Inventory = inventory.New(dirChecker(locate.New(locate.OpenShare(parts.OpenShare), resolve)), p.Prober, p.Store, invOpts)
 	deps := driver.Deps{
