@@ -153,10 +153,16 @@ func (d *Driver) watch(ctx context.Context, id string, s *staged) {
 			server = info.ServerAddr()
 		}
 	}
-	d.deps.Monitor.Add(health.VolumeSpec{
+	spec := health.VolumeSpec{
 		ID: id, Staging: s.staging, Server: server, Targets: s.dfs, DFSFallback: s.dfs != nil && d.opts.DFSFailover && !s.consistency,
 		Creds: s.creds, Remountable: true, Initial: initial,
-	})
+	}
+	// A plain share's volume directory is watched; a DFS volume's lives on
+	// whichever target serves it (not watched yet).
+	if parent, name, ok := s.vol.Parent(); ok && s.dfs == nil {
+		spec.Dir = &health.DirTarget{Addr: server, Share: s.vol.Source.Share, Dir: parent, Name: name}
+	}
+	d.deps.Monitor.Add(spec)
 	if s.dfs != nil {
 		d.deps.DFS.Add(failover.Volume{ID: id, Staging: s.staging, Targets: s.dfs, Consistency: s.consistency,
 			Path: locate.UNC(s.vol.Location())}, server)

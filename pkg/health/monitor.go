@@ -38,6 +38,16 @@ type VolumeSpec struct {
 	// Initial is a check made at stage time, so the verdict and the usage
 	// are known before the first background check.
 	Initial *mount.StatResult
+	// Dir, when set, is the volume's directory on its share, watched
+	// (MonitorOptions.Watches) so its removal or rename under a running
+	// pod makes the volume inaccessible at once.
+	Dir *DirTarget
+}
+
+// Watches starts and stops the watches of volume directories
+// (watch.Watcher).
+type Watches interface {
+	Acquire(t DirTarget, creds auth.Credentials) (release func())
 }
 
 // MonitorOptions configure a Monitor. Zero values get defaults.
@@ -51,6 +61,8 @@ type MonitorOptions struct {
 	RemountGrace      time.Duration // mount broken while its server answers: remount after, default 10 s
 	RemountBackoff    time.Duration // at least this between remounts of one volume, default 1 min
 	NoticeTTL         time.Duration // "Remounted" is reported this long, default 2 min
+	// Watches watches the volumes' directories (VolumeSpec.Dir); nil: none.
+	Watches Watches
 }
 
 // Monitor watches staged volumes: a bounded statfs per volume, combined with
@@ -108,6 +120,9 @@ func NewMonitor(st Statter, probes Probes, store *Store, o MonitorOptions) *Moni
 // and acquires a probe of its server.
 func (m *Monitor) Add(spec VolumeSpec) {
 	releases := []func(){m.probes.Acquire(spec.Server, spec.Creds)}
+	if spec.Dir != nil && m.opts.Watches != nil {
+		releases = append(releases, m.opts.Watches.Acquire(*spec.Dir, spec.Creds))
+	}
 	for _, t := range spec.Targets {
 		if t != spec.Server {
 			releases = append(releases, m.probes.Acquire(t, spec.Creds))
@@ -185,6 +200,27 @@ func (m *Monitor) serverChanged(addr string, sv Verdict) {
 	}
 }
 
+// dirChanged re-evaluates the volumes whose directory is key.
+func (m *Monitor) dirChanged(key string) {
+	now := time.Now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for id, w := range m.vols {
+		if w.spec.Dir != nil && w.spec.Dir.Key() == key {
+			m.publishLocked(id, w, now)
+		}
+	}
+}
+
+// dirGone returns what a watch knows of w's directory when it is gone.
+func (m *Monitor) dirGone(w *watched) (DirVerdict, bool) {
+	if w.spec.Dir == nil {
+		return DirVerdict{}, false
+	}
+	dv, ok := m.store.Dir(w.spec.Dir.Key())
+	return dv, ok && dv.State == DirMissing
+}
+
 // Run checks every watched volume, and follows the server verdicts in the
 // Store, until ctx ends; it returns after all its goroutines have exited.
 func (m *Monitor) Run(ctx context.Context) error {
@@ -193,8 +229,11 @@ func (m *Monitor) Run(ctx context.Context) error {
 	go func() {
 		defer close(done)
 		_ = Consume(ctx, sub, func(u Update) {
-			if u.Kind == KindServer && !u.Gone {
+			switch {
+			case u.Kind == KindServer && !u.Gone:
 				m.serverChanged(u.Name, u.Server)
+			case u.Kind == KindDir:
+				m.dirChanged(u.Name)
 			}
 		})
 	}()
@@ -302,6 +341,9 @@ func (m *Monitor) remountDueLocked(w *watched, now time.Time) bool {
 	// was not taken in yet must not count as answering for all of its outage.
 	if !w.spec.Remountable || !w.wanted.IsZero() || w.serverOut || w.check.OK || now.Sub(w.failingSince()) < m.opts.RemountGrace {
 		return false
+	}
+	if _, gone := m.dirGone(w); gone {
+		return false // a new mount of a directory that is not there would fail
 	}
 	if !w.tried.IsZero() && now.Sub(w.tried) < m.opts.RemountBackoff {
 		return false

@@ -458,3 +458,79 @@ func TestMonitorDFSFallbackRemount(t *testing.T) {
 		})
 	}
 }
+
+// dirWatches records what the Monitor watches.
+type dirWatches struct {
+	mu   sync.Mutex
+	refs map[DirTarget]int
+}
+
+func (d *dirWatches) Acquire(t DirTarget, _ auth.Credentials) func() {
+	d.mu.Lock()
+	d.refs[t]++
+	d.mu.Unlock()
+	return func() { d.mu.Lock(); d.refs[t]--; d.mu.Unlock() }
+}
+
+// TestMonitorDirectoryGone: a watch that sees the volume's directory
+// removed or renamed makes the staged volume inaccessible at once (no
+// mount check needed), with no remount; restored, it is healthy again.
+func TestMonitorDirectoryGone(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		store := NewStore()
+		store.SetServer("srv:445", Verdict{State: StateHealthy, Reason: ReasonReachable})
+		dw := &dirWatches{refs: map[DirTarget]int{}}
+		failing := errors.New("stale")
+		var mu sync.Mutex
+		var statErr error
+		st := mount.NewStatter(func(string, *unix.Statfs_t) error { mu.Lock(); defer mu.Unlock(); return statErr })
+		m := NewMonitor(st, &fakeProbes{refs: map[string]int{}}, store, MonitorOptions{Watches: dw})
+		dir := DirTarget{Addr: "srv:445", Share: "share", Dir: "base", Name: "pvc-1"}
+		m.Add(VolumeSpec{ID: "vol", Staging: "/staging", Server: "srv:445", Initial: &mount.StatResult{}, Remountable: true, Dir: &dir})
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error)
+		go func() { done <- m.Run(ctx) }()
+		defer func() {
+			m.Remove("vol")
+			cancel()
+			if err := <-done; err != nil {
+				t.Error(err)
+			}
+			if n := dw.refs[dir]; n != 0 {
+				t.Errorf("%d directory watches held after Remove", n)
+			}
+		}()
+		if dw.refs[dir] != 1 {
+			t.Fatalf("watches %v", dw.refs)
+		}
+		verdict := func() VolumeVerdict { synctest.Wait(); v, _ := store.Volume("vol"); return v }
+		store.SetDir(dir.Key(), DirVerdict{State: DirPresent, Watching: true, At: time.Now()})
+		if v := verdict(); v.State != StateHealthy {
+			t.Fatalf("present: %+v", v)
+		}
+		store.SetDir(dir.Key(), DirVerdict{State: DirMissing, Watching: true, At: time.Now()})
+		if v := verdict(); v.State != StateUnreachable || v.Reason != ReasonDirMissing ||
+			!strings.Contains(v.Message, "pvc-1 is gone from //srv/share/base") {
+			t.Fatalf("removed: %+v", v)
+		}
+		mu.Lock()
+		statErr = failing // the kernel finds its mount stale now too
+		mu.Unlock()
+		time.Sleep(time.Minute)
+		if v := verdict(); v.Reason != ReasonDirMissing || !v.RemountWanted.IsZero() {
+			t.Fatalf("a minute on: %+v (the directory's absence explains it; no remount)", v)
+		}
+		store.SetDir(dir.Key(), DirVerdict{State: DirMissing, RenamedTo: "pvc-1.old", Watching: false, At: time.Now()})
+		if v := verdict(); v.Reason != ReasonDirRenamed || !strings.Contains(v.Message, "renamed on the server to pvc-1.old") {
+			t.Fatalf("renamed, watch since lost: %+v", v)
+		}
+		mu.Lock()
+		statErr = nil
+		mu.Unlock()
+		store.SetDir(dir.Key(), DirVerdict{State: DirPresent, Watching: true, At: time.Now()})
+		time.Sleep(3 * time.Second)
+		if v := verdict(); v.State != StateHealthy {
+			t.Fatalf("restored: %+v", v)
+		}
+	})
+}

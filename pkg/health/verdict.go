@@ -65,6 +65,9 @@ func (m *Monitor) verdictLocked(w *watched, now time.Time) VolumeVerdict {
 		check = MountCheck{Reason: ReasonReconnecting, At: check.At, Message: msg}
 	}
 	v := Combine(check, sv, now.Sub(w.remounted) < m.opts.NoticeTTL && !w.remounted.IsZero())
+	if dv, gone := m.dirGone(w); gone && sv.State != StateUnreachable {
+		v = dirMissing(*w.spec.Dir, dv)
+	}
 	if len(w.spec.Targets) > 0 {
 		v = m.dfsLocked(w, v, now)
 	}
@@ -75,6 +78,17 @@ func (m *Monitor) verdictLocked(w *watched, now time.Time) VolumeVerdict {
 		}
 	}
 	return v
+}
+
+// dirMissing is the verdict on a volume whose directory a watch saw go.
+func dirMissing(t DirTarget, dv DirVerdict) VolumeVerdict {
+	where := fmt.Sprintf("//%s/%s", strings.TrimSuffix(t.Addr, ":445"), strings.Trim(t.Share+"/"+t.Dir, "/"))
+	if dv.RenamedTo != "" {
+		return VolumeVerdict{State: StateUnreachable, Reason: ReasonDirRenamed, Message: fmt.Sprintf(
+			"the volume's directory %s was renamed on the server to %s at %s", t.Name, dv.RenamedTo, dv.At.UTC().Format(time.RFC3339))}
+	}
+	return VolumeVerdict{State: StateUnreachable, Reason: ReasonDirMissing, Message: fmt.Sprintf(
+		"the volume's directory %s is gone from %s (seen at %s)", t.Name, where, dv.At.UTC().Format(time.RFC3339))}
 }
 
 // Combine is the pure rule that turns a mount check and a server verdict

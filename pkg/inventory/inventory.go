@@ -7,7 +7,6 @@ package inventory
 import (
 	"context"
 	"maps"
-	"path"
 	"slices"
 	"sync"
 	"time"
@@ -357,15 +356,11 @@ func (c *Inventory) watchTargets(id string, e *cataloged, targets []string, cred
 // volume's lives on its targets: it is polled). A volume at the share root
 // has no parent to watch.
 func (c *Inventory) watchDir(id string, e *cataloged, creds auth.Credentials) {
-	dir := e.vol.Dir()
-	if c.opts.Watches == nil || dir == "" {
+	parent, name, ok := e.vol.Parent()
+	if c.opts.Watches == nil || !ok {
 		return
 	}
-	parent := path.Dir(dir)
-	if parent == "." {
-		parent = ""
-	}
-	t := health.DirTarget{Addr: e.vol.Source.Address(), Share: e.vol.Source.Share, Dir: parent, Name: path.Base(dir)}
+	t := health.DirTarget{Addr: e.vol.Source.Address(), Share: e.vol.Source.Share, Dir: parent, Name: name}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.vols[id] != e || e.unwatch != nil {

@@ -70,7 +70,10 @@ type Plugin struct {
 	// ControllerWatches watches the controller's volume directories
 	// (--dir-watch); nil without.
 	ControllerWatches *watch.Watcher
-	Failover          *failover.Controller // node only
+	// NodeWatches watches the node's staged volume directories
+	// (--dir-watch); nil without.
+	NodeWatches *watch.Watcher
+	Failover    *failover.Controller // node only
 	// Registration registers the node with the kubelet
 	// (--kubelet-registration-dir); nil without.
 	Registration *registration.Server
@@ -106,7 +109,7 @@ func New(opts driver.Options, parts Parts) (*Plugin, error) {
 	if parts.Mounter == nil {
 		parts.Mounter = mount.New(mount.Options{})
 	}
-	pool := smb.NewPool(smb.Options{})
+	pool := smb.NewPool(smb.Options{Dial: parts.Dial})
 	p.runs = append(p.runs, pool.Run)
 	if parts.OpenShare == nil {
 		parts.OpenShare = func(ctx context.Context, server, share string, creds auth.Credentials) (provision.FS, func(), error) {
@@ -135,6 +138,11 @@ func New(opts driver.Options, parts Parts) (*Plugin, error) {
 	}
 	if parts.Monitor.RemountGrace == 0 {
 		parts.Monitor.RemountGrace = opts.RemountGrace
+	}
+	if opts.DirWatch && opts.ServesNode() && parts.Monitor.Watches == nil {
+		p.NodeWatches = watch.New(parts.WatchDial, parts.WatchList, p.Store, watch.Options{Role: "node"})
+		parts.Monitor.Watches = p.NodeWatches
+		p.runs = append(p.runs, p.NodeWatches.Run)
 	}
 	statter := mount.NewStatter(parts.Statfs)
 	p.Monitor = health.NewMonitor(statter, p.Prober, p.Store, parts.Monitor)

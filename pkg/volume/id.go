@@ -43,6 +43,21 @@ type Volume struct {
 // Dir is the volume's directory relative to the share root.
 func (v Volume) Dir() string { return v.Source.Join(v.SubDir).Path }
 
+// Parent splits the volume's directory into the directory that holds it
+// (relative to the share root, "" for the root) and its name; ok is false
+// for a volume that is the share root itself.
+func (v Volume) Parent() (dir, name string, ok bool) {
+	d := v.Dir()
+	if d == "" {
+		return "", "", false
+	}
+	i := strings.LastIndexByte(d, '/')
+	if i < 0 {
+		return "", d, true
+	}
+	return d[:i], d[i+1:], true
+}
+
 // Location is the volume's directory as an SMB source, the thing to mount.
 func (v Volume) Location() Source { return v.Source.Join(v.SubDir) }
 
