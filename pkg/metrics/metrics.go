@@ -72,7 +72,7 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 		}),
 		watches: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: namespace, Name: "dir_watches",
-			Help: "SMB2 CHANGE_NOTIFY watches on directories that hold volumes, by role (controller, node) and state (watching; lost: down, the directories are polled).",
+			Help: "SMB2 CHANGE_NOTIFY watches on directories that hold volumes, by role (controller, node, or all for a process serving both) and state (watching; lost: down, the controller polls their volumes).",
 		}, []string{"role", "state"}),
 		watchLosses: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "dir_watch_losses_total",
@@ -84,7 +84,7 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 		}, []string{"role", "action"}),
 		watchSeen: map[string]health.WatchState{},
 	}
-	for _, role := range []string{"controller", "node"} {
+	for _, role := range []string{"controller", "node", "all"} {
 		for _, st := range []string{"watching", "lost"} {
 			m.watches.WithLabelValues(role, st)
 		}

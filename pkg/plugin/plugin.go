@@ -67,13 +67,10 @@ type Plugin struct {
 	Prober    *health.Prober
 	Monitor   *health.Monitor
 	Inventory *inventory.Inventory
-	// ControllerWatches watches the controller's volume directories
-	// (--dir-watch); nil without.
-	ControllerWatches *watch.Watcher
-	// NodeWatches watches the node's staged volume directories
-	// (--dir-watch); nil without.
-	NodeWatches *watch.Watcher
-	Failover    *failover.Controller // node only
+	// Watches watches the directories of the controller's volumes and of
+	// the node's staged ones (--dir-watch); nil without.
+	Watches  *watch.Watcher
+	Failover *failover.Controller // node only
 	// Registration registers the node with the kubelet
 	// (--kubelet-registration-dir); nil without.
 	Registration *registration.Server
@@ -139,10 +136,21 @@ func New(opts driver.Options, parts Parts) (*Plugin, error) {
 	if parts.Monitor.RemountGrace == 0 {
 		parts.Monitor.RemountGrace = opts.RemountGrace
 	}
-	if opts.DirWatch && opts.ServesNode() && parts.Monitor.Watches == nil {
-		p.NodeWatches = watch.New(parts.WatchDial, parts.WatchList, p.Store, watch.Options{Role: "node"})
-		parts.Monitor.Watches = p.NodeWatches
-		p.runs = append(p.runs, p.NodeWatches.Run)
+	if opts.DirWatch {
+		// One watcher for both services of a process: one watch per
+		// directory, however many want it.
+		role := "controller"
+		switch {
+		case opts.ServesNode() && opts.ServesController():
+			role = "all"
+		case opts.ServesNode():
+			role = "node"
+		}
+		p.Watches = watch.New(parts.WatchDial, parts.WatchList, p.Store, watch.Options{Role: role})
+		p.runs = append(p.runs, p.Watches.Run)
+		if opts.ServesNode() && parts.Monitor.Watches == nil {
+			parts.Monitor.Watches = p.Watches
+		}
 	}
 	statter := mount.NewStatter(parts.Statfs)
 	p.Monitor = health.NewMonitor(statter, p.Prober, p.Store, parts.Monitor)
@@ -158,10 +166,8 @@ func New(opts driver.Options, parts Parts) (*Plugin, error) {
 		targets, _, err := locate.Targets(ctx, resolve, v.Location(), creds)
 		return targets, err
 	}
-	if opts.DirWatch && opts.ServesController() {
-		p.ControllerWatches = watch.New(parts.WatchDial, parts.WatchList, p.Store, watch.Options{Role: "controller"})
-		invOpts.Watches = p.ControllerWatches
-		p.runs = append(p.runs, p.ControllerWatches.Run)
+	if p.Watches != nil && opts.ServesController() && invOpts.Watches == nil {
+		invOpts.Watches = p.Watches
 	}
 	p.Inventory = inventory.New(dirChecker(locate.New(locate.OpenShare(parts.OpenShare), resolve)), p.Prober, p.Store, invOpts)
 	deps := driver.Deps{
