@@ -168,6 +168,14 @@ func (s *Store) SetWatch(key string, v WatchState) {
 // DeleteWatch forgets a watch that ended.
 func (s *Store) DeleteWatch(key string) { deleteEntry(s, s.watches, KindWatch, key) }
 
+// Watch returns the state of one directory watch.
+func (s *Store) Watch(key string) (WatchState, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v, ok := s.watches[key]
+	return v, ok
+}
+
 // Watches returns the state of every directory watch.
 func (s *Store) Watches() map[string]WatchState {
 	s.mu.Lock()

@@ -44,6 +44,7 @@ type Probes interface {
 type ServerVerdicts interface {
 	Server(addr string) (health.Verdict, bool)
 	Dir(key string) (health.DirVerdict, bool)
+	Watch(key string) (health.WatchState, bool)
 }
 
 // Watches starts and stops CHANGE_NOTIFY watches of volume directories
@@ -94,6 +95,7 @@ type cataloged struct {
 	resolved bool
 	untarget func()
 	dirKey   string // the store key of its directory while watched
+	watchKey string // and of the watch on its parent
 	unwatch  func()
 }
 
@@ -287,9 +289,10 @@ func (c *Inventory) checkOne(ctx context.Context, id string) {
 	}
 	v, creds, resolved := e.vol, e.creds, e.resolved
 	_, watched := c.watched(e)
+	ws, _ := c.servers.Watch(e.watchKey)
 	c.mu.Unlock()
-	if watched {
-		return // the watch tells at once; nothing to poll
+	if watched || (e.watchKey != "" && ws.Watching) {
+		return // the watch tells (or is about to: it looks the name up); nothing to poll
 	}
 	cctx, cancel := context.WithTimeout(ctx, c.opts.CheckTimeout)
 	if !resolved && c.opts.Targets != nil {
@@ -367,5 +370,5 @@ func (c *Inventory) watchDir(id string, e *cataloged, creds auth.Credentials) {
 		return
 	}
 	e.resolved = true
-	e.dirKey, e.unwatch = t.Key(), c.opts.Watches.Acquire(t, creds)
+	e.dirKey, e.watchKey, e.unwatch = t.Key(), t.WatchKey(), c.opts.Watches.Acquire(t, creds)
 }

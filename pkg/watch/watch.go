@@ -53,6 +53,11 @@ type Lister interface {
 	Exists(ctx context.Context, addr, share, path string, creds auth.Credentials) (bool, error)
 }
 
+// maxLookups is the most names looked up one by one; more are found by
+// listing the directory again (a controller tracking thousands of volumes
+// at start).
+const maxLookups = 16
+
 // Options configure a Watcher. Zero values get defaults.
 type Options struct {
 	Role       string        // "controller" or "node", for the metrics
@@ -472,6 +477,9 @@ func (w *Watcher) lookUp(ctx context.Context, d *dir, creds auth.Credentials) er
 		}
 	}
 	w.mu.Unlock()
+	if len(asked) > maxLookups {
+		return w.rescan(ctx, d, creds) // one listing costs less than many lookups
+	}
 	found := map[string]bool{}
 	for _, n := range slices.Sorted(maps.Keys(asked)) {
 		lctx, cancel := context.WithTimeout(ctx, w.opts.Timeout)

@@ -2,6 +2,7 @@ package watch
 
 import (
 	"context"
+	"fmt"
 	"path"
 	"slices"
 	"sync"
@@ -302,6 +303,29 @@ func TestReleaseForgets(t *testing.T) {
 		if !slices.Equal([]string{"//10.0.0.2:445/share/base/pvc-1", "//10.0.0.2:445/share/pvc-1"},
 			[]string{target("pvc-1").Key(), health.DirTarget{Addr: base.Addr, Share: "share", Name: "pvc-1"}.Key()}) {
 			t.Fatal("keys")
+		}
+	})
+}
+
+func TestWatchListsAgainRatherThanManyLookups(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := &share{names: map[string]bool{"pvc-0": true}}
+		store, w, stop := start(t, s)
+		defer stop()
+		defer w.Acquire(target("pvc-0"), auth.Credentials{})()
+		synctest.Wait()
+		for i := range maxLookups + 1 {
+			defer w.Acquire(target(fmt.Sprint("new-", i)), auth.Credentials{})()
+		}
+		synctest.Wait()
+		s.mu.Lock()
+		lists, lookups := s.lists, s.lookups
+		s.mu.Unlock()
+		if lists != 2 || lookups != 0 {
+			t.Fatalf("%d listings and %d lookups for %d names acquired at once, want 2 and 0", lists, lookups, maxLookups+1)
+		}
+		if v := dirOf(t, store, "new-3"); v.State != health.DirMissing {
+			t.Fatalf("new-3: %+v", v)
 		}
 	})
 }
