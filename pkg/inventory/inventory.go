@@ -45,6 +45,7 @@ type ServerVerdicts interface {
 	Server(addr string) (health.Verdict, bool)
 	Dir(key string) (health.DirVerdict, bool)
 	Watch(key string) (health.WatchState, bool)
+	Subscribe() *health.Subscription
 }
 
 // Watches starts and stops CHANGE_NOTIFY watches of volume directories
@@ -78,7 +79,8 @@ type Inventory struct {
 	servers ServerVerdicts
 	mu      sync.Mutex
 	vols    map[string]*cataloged
-	fresh   []string // tracked since the last round of checks: checked at once
+	byDir   map[string]map[string]bool // watched directory key -> volume IDs
+	fresh   []string                   // tracked since the last round of checks: checked at once
 	wake    chan struct{}
 }
 
@@ -110,7 +112,7 @@ func New(check DirChecker, probes Probes, servers ServerVerdicts, o Options) *In
 	if o.Parallel == 0 {
 		o.Parallel = 4
 	}
-	return &Inventory{opts: o, check: check, probes: probes, servers: servers, vols: map[string]*cataloged{}, wake: make(chan struct{}, 1)}
+	return &Inventory{opts: o, check: check, probes: probes, servers: servers, vols: map[string]*cataloged{}, byDir: map[string]map[string]bool{}, wake: make(chan struct{}, 1)}
 }
 
 // Track adds (or refreshes) a volume. Credentials, when given, replace the
@@ -143,6 +145,12 @@ func (c *Inventory) Forget(id string) {
 	c.mu.Lock()
 	e := c.vols[id]
 	delete(c.vols, id)
+	if e != nil && e.dirKey != "" {
+		delete(c.byDir[e.dirKey], id)
+		if len(c.byDir[e.dirKey]) == 0 {
+			delete(c.byDir, e.dirKey)
+		}
+	}
 	c.mu.Unlock()
 	if e != nil {
 		e.release()
@@ -239,6 +247,17 @@ func CombineDir(checked time.Time, present bool, err error, sv health.Verdict) h
 // Run checks every volume's directory each CheckInterval, and a volume
 // tracked since the last round at once (alone), until ctx ends.
 func (c *Inventory) Run(ctx context.Context) error {
+	sub := c.servers.Subscribe()
+	followed := make(chan struct{})
+	go func() {
+		defer close(followed)
+		_ = health.Consume(ctx, sub, func(u health.Update) {
+			if u.Kind == health.KindDir {
+				c.dirChanged(u.Name)
+			}
+		})
+	}()
+	defer func() { <-followed }()
 	t := time.NewTicker(c.opts.CheckInterval)
 	defer t.Stop()
 	all := true
@@ -316,13 +335,28 @@ func (c *Inventory) checkOne(ctx context.Context, id string) {
 	} else {
 		e.err = err
 	}
-	verdict := c.verdictLocked(e)
-	changed := verdict.State != e.last.State || verdict.Reason != e.last.Reason
-	e.last = verdict
+	c.noteLocked(id, e)
 	c.mu.Unlock()
-	if changed {
+}
+
+// noteLocked logs a change of e's verdict.
+func (c *Inventory) noteLocked(id string, e *cataloged) {
+	verdict := c.verdictLocked(e)
+	if verdict.State != e.last.State || verdict.Reason != e.last.Reason {
 		klog.InfoS("volume health changed (controller view)", "volumeID", id, "state", verdict.State,
 			"reason", verdict.Reason, "message", verdict.Message)
+	}
+	e.last = verdict
+}
+
+// dirChanged takes in what a watch says of a volume directory.
+func (c *Inventory) dirChanged(key string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for id := range c.byDir[key] {
+		if e := c.vols[id]; e != nil {
+			c.noteLocked(id, e)
+		}
 	}
 }
 
@@ -371,4 +405,8 @@ func (c *Inventory) watchDir(id string, e *cataloged, creds auth.Credentials) {
 	}
 	e.resolved = true
 	e.dirKey, e.watchKey, e.unwatch = t.Key(), t.WatchKey(), c.opts.Watches.Acquire(t, creds)
+	if c.byDir[e.dirKey] == nil {
+		c.byDir[e.dirKey] = map[string]bool{}
+	}
+	c.byDir[e.dirKey][id] = true
 }

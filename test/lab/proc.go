@@ -157,3 +157,33 @@ func hexIPv4(ip string) string {
 	_, _ = fmt.Sscanf(ip, "%d.%d.%d.%d", &b[0], &b[1], &b[2], &b[3])
 	return fmt.Sprintf("%02X%02X%02X%02X", b[3], b[2], b[1], b[0])
 }
+
+// ServerCPU is the CPU time (user + system) the smbd processes of server
+// name have used so far, with their exited children's, from /proc
+// (clock ticks of 10 ms on Debian).
+func (l *Lab) ServerCPU(name string) (time.Duration, error) {
+	s, err := l.Server(name)
+	if err != nil {
+		return 0, err
+	}
+	var total time.Duration
+	for _, p := range descendants(s.PID) {
+		b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(p), "stat"))
+		if err != nil {
+			continue // gone meanwhile
+		}
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 || i+2 >= len(b) {
+			continue
+		}
+		f := strings.Fields(string(b[i+2:]))
+		if len(f) < 15 {
+			continue
+		}
+		for _, x := range f[11:15] { // utime, stime, and those of children that exited (reaped)
+			n, _ := strconv.Atoi(x)
+			total += time.Duration(n) * 10 * time.Millisecond
+		}
+	}
+	return total, nil
+}
