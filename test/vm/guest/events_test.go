@@ -16,8 +16,12 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/csi-smb/csi-smb/pkg/auth"
+	"github.com/csi-smb/csi-smb/pkg/health"
 	"github.com/csi-smb/csi-smb/pkg/kube"
+	"github.com/csi-smb/csi-smb/pkg/smb"
 	"github.com/csi-smb/csi-smb/pkg/volume"
+	"github.com/csi-smb/csi-smb/test/lab"
 )
 
 // TestEventsReachKubernetes runs against the lab's real kube-apiserver: a
@@ -26,6 +30,7 @@ import (
 // context, as kubelet does with podInfoOnMount. When the server dies, the
 // driver writes Warning ServerUnreachable events on the pod and on the PVC
 // (what `kubectl describe` shows); when it returns, Normal VolumeHealthy.
+// Then its directory is removed on the server: Warning VolumeDirectoryMissing.
 func TestEventsReachKubernetes(t *testing.T) {
 	cs, err := kube.NewClient(kubeconfig)
 	if err != nil {
@@ -63,6 +68,21 @@ func TestEventsReachKubernetes(t *testing.T) {
 	healed = true
 	waitEvents(t, ctx, cs, ns, []types.UID{pod.UID, pvc.UID}, corev1.EventTypeNormal, "VolumeHealthy")
 	fmt.Printf("RESULT events: Warning ServerUnreachable and Normal VolumeHealthy on pod %s/%s and pvc %s/%s\n", ns, pod.Name, ns, pvc.Name)
+	// The volume's directory removed on the server under the running pod.
+	v, err := volume.ParseID(vol.GetVolumeId())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sh, release, err := smb.NewPool(smb.Options{}).Share(ctx, v.Source.Server, v.Source.Share, auth.Credentials{Username: lab.User, Password: lab.Password})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	if err := sh.RemoveAll(ctx, v.Dir()); err != nil {
+		t.Fatal(err)
+	}
+	waitEvents(t, ctx, cs, ns, []types.UID{pod.UID, pvc.UID}, corev1.EventTypeWarning, health.ReasonDirMissing)
+	fmt.Printf("RESULT events: Warning %s on the pod and the pvc after the directory was removed\n", health.ReasonDirMissing)
 }
 
 func kubeObjects(t *testing.T, ctx context.Context, cs kubernetes.Interface) (string, *corev1.PersistentVolumeClaim, *corev1.Pod) {
