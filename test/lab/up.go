@@ -112,6 +112,7 @@ const smbConf = `[global]
   disable spoolss = yes
   host msdfs = yes
   log level = 1
+  include = %[3]s/extra.conf
 `
 
 const shareConf = `[%[1]s]
@@ -128,6 +129,9 @@ func (l *Lab) configure(ctx context.Context, s *Server) error {
 		}
 	}
 	conf := fmt.Sprintf(smbConf, strings.ToUpper("lab"+s.Name), s.IP, s.Dir)
+	if err := os.WriteFile(s.ExtraConf(), nil, 0o644); err != nil { // global settings a test adds (SetExtraConf)
+		return fmt.Errorf("configure %s: %w", s.Name, err)
+	}
 	for _, sh := range []string{"share", "shareA", "shareB", "dfs"} {
 		dir := filepath.Join(s.Dir, "shares", sh)
 		if err := os.MkdirAll(dir, 0o777); err != nil {
@@ -174,6 +178,10 @@ func (l *Lab) configure(ctx context.Context, s *Server) error {
 }
 
 func (s *Server) conf() string { return filepath.Join(s.Dir, "smb.conf") }
+
+// ExtraConf is included at the end of the server's [global] section: a test
+// writes settings there (server signing = mandatory, ...) and restarts it.
+func (s *Server) ExtraConf() string { return filepath.Join(s.Dir, "extra.conf") }
 
 func (s *Server) logPath() string { return filepath.Join(s.Dir, "log", "smbd.stdout") }
 
