@@ -126,6 +126,18 @@ func start(t *testing.T, s *share) (*health.Store, *Watcher, func()) {
 	}
 }
 
+// watchingOne runs a watcher with pvc-1 on the server, watched, until the
+// test ends. Call it in a synctest bubble.
+func watchingOne(t *testing.T) (*share, *health.Store) {
+	t.Helper()
+	s := &share{names: map[string]bool{"pvc-1": true}}
+	store, w, stop := start(t, s)
+	t.Cleanup(stop)
+	t.Cleanup(w.Acquire(target("pvc-1"), auth.Credentials{}))
+	synctest.Wait()
+	return s, store
+}
+
 func dirOf(t *testing.T, store *health.Store, name string) health.DirVerdict {
 	t.Helper()
 	v, ok := store.Dir(target(name).Key())
@@ -177,11 +189,7 @@ func TestWatchRemoveRenameRestore(t *testing.T) {
 
 func TestWatchOverflowRescans(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		s := &share{names: map[string]bool{"pvc-1": true}}
-		store, w, stop := start(t, s)
-		defer stop()
-		defer w.Acquire(target("pvc-1"), auth.Credentials{})()
-		synctest.Wait()
+		s, store := watchingOne(t)
 		s.mu.Lock()
 		delete(s.names, "pvc-1") // the server dropped this event
 		s.mu.Unlock()
@@ -198,11 +206,7 @@ func TestWatchOverflowRescans(t *testing.T) {
 
 func TestWatchReconnectsAndRescans(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		s := &share{names: map[string]bool{"pvc-1": true}}
-		store, w, stop := start(t, s)
-		defer stop()
-		defer w.Acquire(target("pvc-1"), auth.Credentials{})()
-		synctest.Wait()
+		s, store := watchingOne(t)
 		s.mu.Lock()
 		s.refuse = true
 		delete(s.names, "pvc-1") // removed while the server was away
@@ -233,11 +237,7 @@ func TestWatchReconnectsAndRescans(t *testing.T) {
 
 func TestWatchEndsWhenTheProberFindsTheServerUnreachable(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		s := &share{names: map[string]bool{"pvc-1": true}}
-		store, w, stop := start(t, s)
-		defer stop()
-		defer w.Acquire(target("pvc-1"), auth.Credentials{})()
-		synctest.Wait()
+		s, store := watchingOne(t)
 		first := s.last()
 		store.SetServer(base.Addr, health.Verdict{State: health.StateUnreachable}) // frozen: the notify alone would wait forever
 		synctest.Wait()
