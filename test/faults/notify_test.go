@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/csi-smb/csi-smb/internal/testrun"
 	"github.com/csi-smb/csi-smb/pkg/auth"
 	"github.com/csi-smb/csi-smb/pkg/health"
 	"github.com/csi-smb/csi-smb/pkg/smb"
@@ -127,6 +128,7 @@ func TestNotifyRemoveRenameRestore(t *testing.T) {
 	}, is(health.DirPresent, ""))
 	// Over SMB, from another session.
 	pool := smb.NewPool(smb.Options{})
+	testrun.Background(t, pool.Run) // closes its sessions when the test ends
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	sh, release, err := pool.Share(ctx, victimIP, "share", labCreds)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 
+	"github.com/csi-smb/csi-smb/internal/testrun"
 	"github.com/csi-smb/csi-smb/pkg/auth"
 	"github.com/csi-smb/csi-smb/pkg/health"
 	"github.com/csi-smb/csi-smb/pkg/smb"
@@ -58,6 +59,7 @@ func TestVolumeDirectoryWatched(t *testing.T) {
 	healthy := func(e *csi.VolumeHealth_VolumeHealthEntry) bool { return e == nil }
 	waitFor("created", healthy)
 	pool := smb.NewPool(smb.Options{})
+	testrun.Background(t, pool.Run) // closes its sessions when the test ends
 	sh, release, err := pool.Share(ctxT(t), server, "share", auth.Credentials{Username: lab.User, Password: lab.Password})
 	if err != nil {
 		t.Fatal(err)

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/csi-smb/csi-smb/internal/testrun"
 	"github.com/csi-smb/csi-smb/pkg/auth"
 	"github.com/csi-smb/csi-smb/pkg/health"
 	"github.com/csi-smb/csi-smb/pkg/smb"
@@ -35,6 +36,7 @@ func TestVolumeDirectoryRemovedUnderPod(t *testing.T) {
 	}
 	dir := v.Dir()
 	pool := smb.NewPool(smb.Options{})
+	testrun.Background(t, pool.Run) // closes its sessions when the test ends
 	sh, release, err := pool.Share(tctx(t, 30*time.Second), v.Source.Server, v.Source.Share, auth.Credentials{Username: lab.User, Password: lab.Password})
 	if err != nil {
 		t.Fatal(err)

@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/csi-smb/csi-smb/internal/testrun"
 	"github.com/csi-smb/csi-smb/pkg/auth"
 	"github.com/csi-smb/csi-smb/pkg/health"
 	"github.com/csi-smb/csi-smb/pkg/kube"
@@ -73,7 +74,9 @@ func TestEventsReachKubernetes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sh, release, err := smb.NewPool(smb.Options{}).Share(ctx, v.Source.Server, v.Source.Share, auth.Credentials{Username: lab.User, Password: lab.Password})
+	pool := smb.NewPool(smb.Options{})
+	testrun.Background(t, pool.Run) // closes its sessions when the test ends
+	sh, release, err := pool.Share(ctx, v.Source.Server, v.Source.Share, auth.Credentials{Username: lab.User, Password: lab.Password})
 	if err != nil {
 		t.Fatal(err)
 	}
