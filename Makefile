@@ -53,13 +53,15 @@ test/lab: bin/smblab
 	go test -tags labkube -count=1 ./test/lab/
 	CSI_SMB_LAB_DIR=$(LAB_DIR) hack/with-lab.sh $(MAKE) --no-print-directory test/integration test/faults test/vm test/cluster
 
-## test/integration: the controller against real Samba, as nobody, in the lab's client netns
+## test/integration: the controller, csi-smb probe (the built binary) against real Samba, as nobody, in the lab's
+## client netns
 test/integration: bin/smblab
 	go test -c -tags integration -o $(OUT)/integration.test ./test/integration
-	chmod 755 $(OUT) $(OUT)/integration.test
+	CGO_ENABLED=0 go build -ldflags "$(LDFLAGS)" -o $(OUT)/csi-smb ./cmd/csi-smb
+	chmod 755 $(OUT) $(OUT)/integration.test $(OUT)/csi-smb
 	CSI_SMB_LAB_DIR=$(LAB_DIR) hack/with-lab.sh ip netns exec csismb-c \
 	  setpriv --reuid=nobody --regid=nogroup --clear-groups --reset-env \
-	  env CSI_SMB_LAB_DIR=$(LAB_DIR) $(OUT)/integration.test -test.v -test.count=1 2>&1 \
+	  env CSI_SMB_LAB_DIR=$(LAB_DIR) CSI_SMB_BIN=$(abspath $(OUT))/csi-smb $(OUT)/integration.test -test.v -test.count=1 2>&1 \
 	  | grep -Ev '^[IW][0-9]{4} '
 
 ## test/faults: the prober against real Samba: kill, freeze, partition, slow and jittery links, CPU starvation

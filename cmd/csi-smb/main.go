@@ -1,4 +1,6 @@
 // Command csi-smb is the csi-smb CSI driver: controller, node or both.
+// `csi-smb probe` and `csi-smb status` are the operators' subcommands
+// (pkg/cli); without one, the arguments are the driver's flags.
 package main
 
 import (
@@ -12,6 +14,7 @@ import (
 
 	"k8s.io/klog/v2"
 
+	"github.com/csi-smb/csi-smb/pkg/cli"
 	"github.com/csi-smb/csi-smb/pkg/driver"
 	"github.com/csi-smb/csi-smb/pkg/plugin"
 )
@@ -20,11 +23,21 @@ import (
 var version = "dev"
 
 func main() {
+	if len(os.Args) > 1 && cli.IsCommand(os.Args[1]) {
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		code := cli.Run(ctx, os.Args[1:], cli.Env{Stdout: os.Stdout, Stderr: os.Stderr})
+		stop()
+		os.Exit(code)
+	}
 	fs := flag.NewFlagSet("csi-smb", flag.ExitOnError)
 	var opts driver.Options
 	opts.AddFlags(fs)
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	klog.InitFlags(fs)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage:\n  csi-smb %-8s %s\n%s\nFlags:\n", "[flags]", "run the driver: controller, node or both", cli.Summary())
+		fs.PrintDefaults()
+	}
 	_ = fs.Parse(os.Args[1:])
 	if *showVersion {
 		fmt.Println("csi-smb", version)

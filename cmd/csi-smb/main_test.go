@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"net"
 	"net/http"
 	"os"
@@ -91,5 +92,36 @@ func TestSIGTERMStopsCleanly(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), `"stopped"`) {
 		t.Errorf("no stop in the log:\n%s", out.String())
+	}
+}
+
+// TestSubcommands: `csi-smb probe` and `csi-smb status` are dispatched to
+// pkg/cli with its exit codes; anything else is still the driver's flags.
+func TestSubcommands(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "none.sock")
+	for _, tc := range []struct {
+		args string
+		code int
+		says string
+	}{
+		{"probe --help", 0, "Usage: csi-smb probe [flags] //server/share[/path]"},
+		{"probe", 3, "want one //server/share[/path]"},
+		{"status --endpoint unix://" + sock + " --timeout 1s", 5, "cannot ask the node plugin"},
+		{"--version", 0, "csi-smb dev"},
+		{"--help", 0, "csi-smb probe"},
+	} {
+		cmd := exec.Command(os.Args[0], "-test.run=^$")
+		cmd.Env = append(os.Environ(), "CSI_SMB_TEST_MAIN=1", "CSI_SMB_TEST_ARGS="+tc.args)
+		out, err := cmd.CombinedOutput()
+		code := 0
+		var exit *exec.ExitError
+		if errors.As(err, &exit) {
+			code = exit.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		if code != tc.code || !strings.Contains(string(out), tc.says) {
+			t.Errorf("csi-smb %s: exit %d, want %d saying %q:\n%s", tc.args, code, tc.code, tc.says, out)
+		}
 	}
 }

@@ -281,3 +281,19 @@ func parseNTLMAuthenticate(msg []byte) (anonymous, ok bool) {
 	anonymous = len(nt) == 0 && len(user) == 0 && (len(lm) == 0 || (len(lm) == 1 && lm[0] == 0))
 	return anonymous, true
 }
+
+// ntlmUser returns the UserName of an AUTHENTICATE_MESSAGE (UTF-16LE:
+// NTLMSSP_NEGOTIATE_UNICODE is always negotiated), "" when it has none or
+// it does not fit in msg.
+func ntlmUser(msg []byte) string {
+	const at = 12 + 8*3 // the UserName field
+	if len(msg) < at+8 {
+		return ""
+	}
+	n, off := u16(msg[at:]), u32(msg[at+4:])
+	if uint64(off)+uint64(n) > uint64(len(msg)) {
+		return ""
+	}
+	user, _ := decodeUTF16LE(msg[off : off+uint32(n)])
+	return user
+}

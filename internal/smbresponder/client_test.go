@@ -327,3 +327,39 @@ func TestDelayRespectsContext(t *testing.T) {
 		_ = sess.WithContext(t.Context()).Logoff()
 	})
 }
+
+// TestLogonRefused: Options.Logon refuses a user as a wrong password would
+// (STATUS_LOGON_FAILURE), and sees the user the client sent; anonymous
+// logons are not asked about.
+func TestLogonRefused(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ctx := t.Context()
+		var asked []string
+		srv := New(Options{Logon: func(user string) bool { asked = append(asked, user); return user == "alice" }})
+		for _, tc := range []struct {
+			init *smb2.NTLMInitiator
+			ok   bool
+		}{
+			{&smb2.NTLMInitiator{User: "mallory", Password: "x"}, false},
+			{&smb2.NTLMInitiator{User: "alice", Password: "anything"}, true},
+			{&smb2.NTLMInitiator{}, true},
+		} {
+			nc, wait := servePipe(ctx, srv)
+			sess, err := dial(ctx, nc, tc.init)
+			var re *smb2.ResponseError
+			switch {
+			case tc.ok && err != nil:
+				t.Fatalf("%s: %v", tc.init.User, err)
+			case !tc.ok && (!errors.As(err, &re) || re.Code != statusLogonFailure):
+				t.Fatalf("%s: %v, want STATUS_LOGON_FAILURE", tc.init.User, err)
+			case tc.ok:
+				_ = sess.WithContext(ctx).Logoff()
+			}
+			_ = nc.Close()
+			_ = wait()
+		}
+		if len(asked) != 2 || asked[0] != "mallory" || asked[1] != "alice" {
+			t.Fatalf("Logon asked about %q", asked)
+		}
+	})
+}

@@ -235,7 +235,8 @@ func (st *state) startSession(blob []byte) reply {
 }
 
 // finishSession answers the second leg: the session becomes valid, NULL for
-// an anonymous logon and guest for any other. A malformed token ends it.
+// an anonymous logon and guest for any other that Options.Logon accepts. A
+// malformed token or a refused logon ends it.
 func (st *state) finishSession(s *session, blob []byte) reply {
 	msg, ok := unwrapResponse(blob, s.wrapped)
 	var anonymous bool
@@ -245,6 +246,10 @@ func (st *state) finishSession(s *session, blob []byte) reply {
 	if !ok {
 		st.sess = nil
 		return reply{status: statusInvalidParameter, sessionID: s.id}
+	}
+	if logon := st.srv.opts.Logon; !anonymous && logon != nil && !logon(ntlmUser(msg)) {
+		st.sess = nil
+		return reply{status: statusLogonFailure, sessionID: s.id}
 	}
 	s.valid = true
 	flags := sessionFlagIsGuest

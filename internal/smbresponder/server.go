@@ -11,8 +11,9 @@
 //     capabilities are advertised.
 //   - SESSION_SETUP: NTLMSSP, raw or in SPNEGO, in two legs. An anonymous
 //     logon gets SMB2_SESSION_FLAG_IS_NULL, any other SMB2_SESSION_FLAG_IS_GUEST
-//     (credentials are not checked). With either flag a client neither signs
-//     nor verifies signatures, so no session key is needed.
+//     (passwords are not checked; Options.Logon may refuse a user). With
+//     either flag a client neither signs nor verifies signatures, so no
+//     session key is needed.
 //   - TREE_CONNECT: only \\<any server>\IPC$; TREE_DISCONNECT, LOGOFF, ECHO.
 //   - Everything else: STATUS_NOT_SUPPORTED.
 //
@@ -51,6 +52,11 @@ type Options struct {
 	// RESP_GET_DFS_REFERRAL bytes for the requested path, or an NTSTATUS
 	// (non-zero) to fail with. Without it the FSCTL is not supported.
 	Referral func(path string) (resp []byte, status uint32)
+	// Logon, when non-nil, decides whether a logon as user (not an
+	// anonymous one) is accepted; a refused one is answered
+	// STATUS_LOGON_FAILURE, as a wrong password is. Passwords are never
+	// checked. Without it every logon is accepted.
+	Logon func(user string) bool
 }
 
 // Server answers SMB2 clients. Its methods are safe for concurrent use.

@@ -37,6 +37,7 @@ const (
 	statusRequestNotAccepted     = 0xC00000D0
 	statusUserSessionDeleted     = 0xC0000203
 	statusInvalidDeviceRequest   = 0xC0000010
+	statusLogonFailure           = 0xC000006D
 
 	fsctlDfsGetReferrals = 0x00060194
 	ioctlIsFsctl         = 0x00000001

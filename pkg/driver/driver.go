@@ -18,6 +18,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/csi-smb/csi-smb/pkg/auth"
+	"github.com/csi-smb/csi-smb/pkg/diag"
 	"github.com/csi-smb/csi-smb/pkg/health"
 	"github.com/csi-smb/csi-smb/pkg/kube"
 	"github.com/csi-smb/csi-smb/pkg/locate"
@@ -188,6 +189,7 @@ func (d *Driver) serve(ctx context.Context) error {
 	}
 	if d.opts.ServesNode() {
 		csi.RegisterNodeServer(srv, d)
+		diag.Register(srv, d) // csi-smb status
 	}
 	d.mu.Lock()
 	d.ready = true

@@ -15,7 +15,7 @@ import (
 func noisy(method string) bool {
 	for _, m := range []string{"/Probe", "/NodeGetVolumeStats", "/NodeGetCapabilities", "/GetPluginInfo",
 		"/NodeGetVolumeHealth", "/NodeGetStorageHealth", "/ControllerGetVolumeHealth", "/ControllerListVolumeHealth",
-		"/ControllerGetVolume", "/ListVolumes"} {
+		"/ControllerGetVolume", "/ListVolumes", "/NodeStatus"} {
 		if strings.HasSuffix(method, m) {
 			return true
 		}

@@ -196,8 +196,9 @@ func (p *Prober) snapshot(t *target) (Detector, auth.Credentials) {
 	return t.det, creds
 }
 
-// outcomeOf tells a timeout from an active refusal or reset.
-func outcomeOf(err error) Outcome {
+// OutcomeOf is the outcome of a probe that failed with err: Timeout for a
+// deadline (the server said nothing), Failed for a refusal or a reset.
+func OutcomeOf(err error) Outcome {
 	var ne net.Error
 	if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
 		return Timeout

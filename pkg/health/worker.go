@@ -122,7 +122,7 @@ func (w *worker) dial(ctx context.Context, lag time.Duration) bool {
 	}
 	now := time.Now()
 	if err != nil {
-		o := Observation{Outcome: outcomeOf(err), At: now, Err: err, Lag: max(lag, now.Sub(start)-timeout),
+		o := Observation{Outcome: OutcomeOf(err), At: now, Err: err, Lag: max(lag, now.Sub(start)-timeout),
 			Silent: errors.Is(err, smb.ErrSilent)}
 		if errors.Is(err, smb.ErrAuth) {
 			// The server answered and refused every credential we have: it
@@ -152,7 +152,7 @@ func (w *worker) echo(ctx context.Context, timeout, lag time.Duration) Observati
 		return Observation{Outcome: Success, RTT: rtt, At: now, Lag: lag}
 	}
 	// Noticing the deadline late means we were starved, not the server slow.
-	return Observation{Outcome: outcomeOf(err), At: now, Err: err, Lag: max(lag, rtt-timeout)}
+	return Observation{Outcome: OutcomeOf(err), At: now, Err: err, Lag: max(lag, rtt-timeout)}
 }
 
 func (w *worker) drop() {

@@ -43,27 +43,35 @@ type ProbeSession struct {
 	buf     []byte
 	session uint64 // SessionId and TreeId of the IPC$ tree go-smb2 connected
 	tree    uint32
+	sec     Security
 }
 
 // DialProbe sets up a probe session to addr (host:port) with creds; when the
 // server refuses them it tries an anonymous session, which Samba allows by
 // default. Every step is bounded by ctx.
 func (d ProbeDialer) DialProbe(ctx context.Context, addr string, creds auth.Credentials) (*ProbeSession, error) {
-	s, err := d.dial(ctx, addr, creds)
+	s, err := d.DialWith(ctx, addr, creds)
 	if err != nil && errors.Is(err, ErrAuth) && creds.Username != "" {
-		s, err = d.dial(ctx, addr, auth.Credentials{})
+		s, err = d.DialWith(ctx, addr, auth.Credentials{})
 	}
 	return s, err
 }
 
-func (d ProbeDialer) dial(ctx context.Context, addr string, creds auth.Credentials) (*ProbeSession, error) {
+// DialWith sets up a probe session to addr with creds and nothing else: a
+// server that refuses them is ErrAuth, not retried anonymously (what a
+// diagnosis must tell apart). Every step is bounded by ctx.
+func (d ProbeDialer) DialWith(ctx context.Context, addr string, creds auth.Credentials) (*ProbeSession, error) {
 	t, err := d.dialTree(ctx, addr, "IPC$", creds)
 	if err != nil {
 		return nil, err
 	}
 	return &ProbeSession{conn: t.conn, rd: bufio.NewReaderSize(t.conn, 512), next: t.next, buf: make([]byte, 0, 128),
-		session: t.session, tree: t.tree}, nil
+		session: t.session, tree: t.tree, sec: t.sec}, nil
 }
+
+// Security is what the server said during the session's setup about its
+// dialect, signing and encryption.
+func (s *ProbeSession) Security() Security { return s.sec }
 
 // handedOver is a connection go-smb2 set up and let go of: a session and a
 // tree connect, and where its message IDs and credits stand.
@@ -73,6 +81,7 @@ type handedOver struct {
 	tree    uint32
 	next    uint64
 	credits int
+	sec     Security
 }
 
 // dialTree connects to addr, logs on with creds and connects to the share
@@ -82,15 +91,7 @@ func (d ProbeDialer) dialTree(ctx context.Context, addr, tree string, creds auth
 	if err != nil {
 		return handedOver{}, fmt.Errorf("probe address %q: %w", addr, err)
 	}
-	dialFn := d.Dial
-	if dialFn == nil {
-		nd := &net.Dialer{KeepAlive: 15 * time.Second}
-		if d.Mark != 0 {
-			nd.Control = markSocket(d.Mark)
-		}
-		dialFn = nd.DialContext
-	}
-	raw, err := dialFn(ctx, "tcp", addr)
+	raw, err := d.dialFunc()(ctx, "tcp", addr)
 	if err != nil {
 		return handedOver{}, classify("connect to "+addr, err)
 	}
@@ -121,7 +122,7 @@ func (d ProbeDialer) dialTree(ctx context.Context, addr, tree string, creds auth
 	_ = raw.SetDeadline(time.Time{})
 	hc.mu.Lock()
 	defer hc.mu.Unlock()
-	return handedOver{conn: raw, session: hc.session, tree: hc.tree, next: hc.next, credits: hc.credits}, nil
+	return handedOver{conn: raw, session: hc.session, tree: hc.tree, next: hc.next, credits: hc.credits, sec: hc.sec}, nil
 }
 
 // Echo sends one SMB2 ECHO and waits for its answer until ctx ends. Any
@@ -213,9 +214,10 @@ func ioErr(ctx context.Context, err error) error {
 type handoverConn struct {
 	net.Conn
 	mu       sync.Mutex
-	rx       []byte // what go-smb2 read, until the frames in it are scanned
-	session  uint64 // from the TREE_CONNECT answer
+	frames   frameScanner // what go-smb2 read, split into messages
+	session  uint64       // from the TREE_CONNECT answer
 	tree     uint32
+	sec      Security // from the NEGOTIATE, SESSION_SETUP and TREE_CONNECT answers
 	next     uint64
 	credits  int // granted minus charged, as far as go-smb2 went
 	taken    atomic.Bool
@@ -256,24 +258,15 @@ func (c *handoverConn) Read(b []byte) (int, error) {
 func (c *handoverConn) scan(b []byte) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.rx = append(c.rx, b...)
-	for len(c.rx) >= 4 {
-		n := int(c.rx[1])<<16 | int(c.rx[2])<<8 | int(c.rx[3])
-		if c.rx[0] != 0 || n > wire.MaxProbeFrame {
-			c.rx = nil // not a frame boundary we understand: stop following
-			return
-		}
-		if len(c.rx) < 4+n {
-			return
-		}
-		if h, err := wire.ParseHeader(c.rx[4 : 4+n]); err == nil && h.Response() {
+	c.frames.feed(b, func(msg []byte) {
+		c.sec.observe(msg)
+		if h, err := wire.ParseHeader(msg); err == nil && h.Response() {
 			c.credits += int(h.CreditResponse)
 			if h.Command == wire.CmdTreeConnect && h.Status == wire.StatusSuccess {
 				c.session, c.tree = h.SessionID, h.TreeID
 			}
 		}
-		c.rx = c.rx[4+n:]
-	}
+	})
 }
 
 // handOver stops go-smb2 from reading: it wakes its blocked read with a

@@ -30,6 +30,7 @@ type share struct {
 	refuse  bool
 	lists   int
 	lookups int
+	gate    chan struct{} // when set, a lookup waits for it
 }
 
 type conn struct {
@@ -80,6 +81,9 @@ func (s *share) List(context.Context, string, string, string, auth.Credentials) 
 }
 
 func (s *share) Exists(_ context.Context, _, _, p string, _ auth.Credentials) (bool, error) {
+	if s.gate != nil {
+		<-s.gate
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.lookups++
@@ -309,20 +313,23 @@ func TestReleaseForgets(t *testing.T) {
 
 func TestWatchListsAgainRatherThanManyLookups(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		s := &share{names: map[string]bool{"pvc-0": true}}
+		s := &share{names: map[string]bool{"pvc-0": true}, gate: make(chan struct{})}
 		store, w, stop := start(t, s)
 		defer stop()
 		defer w.Acquire(target("pvc-0"), auth.Credentials{})()
 		synctest.Wait()
-		for i := range maxLookups + 1 {
+		defer w.Acquire(target("first"), auth.Credentials{})() // looked up alone; the lookup waits at the gate
+		synctest.Wait()
+		for i := range maxLookups + 1 { // these pile up meanwhile
 			defer w.Acquire(target(fmt.Sprint("new-", i)), auth.Credentials{})()
 		}
+		close(s.gate)
 		synctest.Wait()
 		s.mu.Lock()
 		lists, lookups := s.lists, s.lookups
 		s.mu.Unlock()
-		if lists != 2 || lookups != 0 {
-			t.Fatalf("%d listings and %d lookups for %d names acquired at once, want 2 and 0", lists, lookups, maxLookups+1)
+		if lists != 2 || lookups != 1 {
+			t.Fatalf("%d listings and %d lookups, want 2 and 1: %d names waiting are listed, not looked up", lists, lookups, maxLookups+1)
 		}
 		if v := dirOf(t, store, "new-3"); v.State != health.DirMissing {
 			t.Fatalf("new-3: %+v", v)

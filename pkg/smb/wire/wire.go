@@ -1,7 +1,9 @@
 // Package wire encodes and decodes the few SMB2 messages the driver sends
 // itself on a session go-smb2 set up (MS-SMB2 2.1 transport framing, 2.2.1
-// header, 2.2.28/2.2.29 ECHO, 2.2.31/2.2.32 IOCTL, and in notify.go the
-// directory watch: 2.2.13-2.2.16 CREATE/CLOSE, 2.2.30 CANCEL, 2.2.35/2.2.36
+// header, 2.2.28/2.2.29 ECHO, 2.2.31/2.2.32 IOCTL), the setup answers it
+// reads again on their way to go-smb2 (2.2.4 NEGOTIATE, 2.2.6
+// SESSION_SETUP, 2.2.10 TREE_CONNECT: setup.go), and the directory watch
+// (notify.go: 2.2.13-2.2.16 CREATE/CLOSE, 2.2.30 CANCEL, 2.2.35/2.2.36
 // CHANGE_NOTIFY with MS-FSCC 2.7.1 FILE_NOTIFY_INFORMATION). It is pure: no
 // I/O beyond reading frames from an io.Reader, bounds checked before every
 // read, never panics on untrusted bytes.
@@ -41,6 +43,9 @@ const (
 var (
 	ErrMalformed = errors.New("malformed SMB2 message")
 	ErrTooLarge  = fmt.Errorf("%w: frame over %d bytes", ErrMalformed, MaxProbeFrame)
+	// ErrEncrypted: an SMB3 TRANSFORM_HEADER message, which only the
+	// session's keys can open.
+	ErrEncrypted = fmt.Errorf("%w: encrypted message", ErrMalformed)
 )
 
 // Header is the part of an SMB2 header the prober looks at.
@@ -107,7 +112,7 @@ func ParseHeader(msg []byte) (Header, error) {
 	switch binary.LittleEndian.Uint32(msg[0:4]) {
 	case protocolSMB2:
 	case protocolCrypt:
-		return Header{}, fmt.Errorf("%w: encrypted message", ErrMalformed)
+		return Header{}, ErrEncrypted
 	default:
 		return Header{}, fmt.Errorf("%w: not SMB2", ErrMalformed)
 	}
