@@ -20,6 +20,7 @@ import (
 	"github.com/csi-smb/csi-smb/pkg/auth"
 	"github.com/csi-smb/csi-smb/pkg/probe"
 	"github.com/csi-smb/csi-smb/pkg/smb"
+	"github.com/csi-smb/csi-smb/pkg/smb/wire"
 )
 
 const probePassword = "Pw-Cli-Probe-8z"
@@ -227,5 +228,97 @@ func TestHelp(t *testing.T) {
 	}
 	if code := Run(context.Background(), []string{"frobnicate"}, Env{}); code != ExitUsage || IsCommand("frobnicate") || !IsCommand("probe") {
 		t.Fatalf("unknown subcommand: exit %d", code)
+	}
+}
+
+// scriptConn is a watch connection that answers notifies from a script
+// and then waits for ctx.
+type scriptConn struct{ steps []watchAnswer }
+
+type watchAnswer struct {
+	events []wire.NotifyEvent
+	err    error
+}
+
+func (c *scriptConn) OpenDir(context.Context, string) (wire.FileID, error) { return wire.FileID{}, nil }
+func (c *scriptConn) CloseFile(context.Context, wire.FileID) error         { return nil }
+func (c *scriptConn) Close() error                                         { return nil }
+func (c *scriptConn) NotifyChanges(ctx context.Context, _ wire.FileID, _, _ uint32, _ bool) ([]wire.NotifyEvent, error) {
+	if len(c.steps) == 0 {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	s := c.steps[0]
+	c.steps = c.steps[1:]
+	return s.events, s.err
+}
+
+// TestProbeWatch: --watch prints the report, then a line per change, and
+// ends with the report's code after --watch-for, or 2 when the directory
+// goes; --json makes every line one JSON object.
+func TestProbeWatch(t *testing.T) {
+	events := []wire.NotifyEvent{{Action: wire.ActionAdded, Name: "pvc-1"}, {Action: wire.ActionRenamedOldName, Name: "pvc-1"}, {Action: wire.ActionRenamedNewName, Name: "pvc-1.old"}}
+	for _, tc := range []struct {
+		name  string
+		args  []string
+		steps []watchAnswer
+		want  int
+		lines []string // regexps, in order, after the report
+	}{
+		{"until --watch-for", []string{"--watch", "--watch-for", "10s", "//srv/share/vols"}, []watchAnswer{{events: events}, {err: smb.ErrNotifyOverflow}}, ExitHealthy, []string{
+			`^2000-01-01T00:00:00\.000Z watching     vols$`,
+			`^2000-01-01T00:00:00\.000Z added        pvc-1$`,
+			`^2000-01-01T00:00:00\.000Z renamed-from pvc-1$`,
+			`^2000-01-01T00:00:00\.000Z renamed-to   pvc-1\.old$`,
+			`^2000-01-01T00:00:00\.000Z overflow -- the server dropped changes`,
+		}},
+		{"directory removed", []string{"--watch", "//srv/share/vols"}, []watchAnswer{{err: smb.ErrWatchedDirGone}}, ExitUnreachable, []string{
+			`watching     vols$`, `gone -- the directory "vols" is not on \\\\srv\\share`,
+		}},
+		{"json lines", []string{"--watch", "--json", "--watch-for", "1s", "//srv/share/vols"}, []watchAnswer{{events: events[:1]}}, ExitHealthy, []string{
+			`^{"time":"2000-01-01T00:00:00Z","kind":"watching","name":"vols"}$`,
+			`^{"time":"2000-01-01T00:00:00Z","kind":"added","name":"pvc-1"}$`,
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				ctx, cancel := context.WithCancel(context.Background())
+				defer cancel()
+				l := newLab(ctx)
+				deps := l.deps()
+				deps.Now = func() time.Time { return time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC) }
+				deps.DialTree = func(context.Context, string, string, auth.Credentials) (probe.WatchConn, error) {
+					return &scriptConn{steps: tc.steps}, nil
+				}
+				var out, errb bytes.Buffer
+				code := Run(ctx, append([]string{"probe", "--interval", "10ms", "--count", "2"}, tc.args...), Env{Stdout: &out, Stderr: &errb, Probe: deps,
+					Getenv: func(string) string { return "" }})
+				if code != tc.want {
+					t.Fatalf("exit %d, want %d; stdout:\n%s\nstderr:\n%s", code, tc.want, out.String(), errb.String())
+				}
+				lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+				if strings.Contains(tc.name, "json") {
+					var r probe.Report
+					if err := json.Unmarshal([]byte(lines[0]), &r); err != nil || r.Verdict != probe.Healthy {
+						t.Fatalf("first line is not the report: %v %q", err, lines[0])
+					}
+				}
+				tail := lines[len(lines)-len(tc.lines):]
+				for i, re := range tc.lines {
+					if !regexp.MustCompile(re).MatchString(tail[i]) {
+						t.Errorf("line %d after the report: %q, want /%s/", i, tail[i], re)
+					}
+				}
+			})
+		})
+	}
+}
+
+func TestProbeWatchUsage(t *testing.T) {
+	for _, args := range [][]string{{"--recursive", "//srv/share"}, {"--watch-for", "1s", "//srv/share"}, {"--watch", "--keepalive", "0s", "//srv/share"}} {
+		var errb bytes.Buffer
+		if code := Run(context.Background(), append([]string{"probe"}, args...), Env{Stderr: &errb}); code != ExitUsage {
+			t.Errorf("%v: exit %d, want %d (%s)", args, code, ExitUsage, errb.String())
+		}
 	}
 }

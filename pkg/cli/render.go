@@ -146,3 +146,13 @@ func hostOf(addr string) string {
 	}
 	return addr
 }
+
+// renderWatchEvent writes one change a --watch saw: when, what, which
+// name, and what a line about the watch itself means.
+func renderWatchEvent(w io.Writer, e probe.WatchEvent) {
+	line := fmt.Sprintf("%s %-12s %s", e.Time.Format("2006-01-02T15:04:05.000Z"), e.Kind, e.Name)
+	if e.Note != "" {
+		line = strings.TrimRight(line, " ") + " -- " + e.Note
+	}
+	fmt.Fprintln(w, strings.TrimRight(line, " "))
+}

@@ -8,9 +8,8 @@
 // stats the path on the share (on each target for a DFS path). The Report
 // says what it found and the Verdict sums it up.
 //
-// Run is one pass. A streaming mode (CHANGE_NOTIFY watches, once pkg/smb
-// has them) would follow a healthy Run on the same targets, so the command
-// keeps the report and the output apart.
+// Run is one pass. Watch follows a directory Run found with SMB2
+// CHANGE_NOTIFY (`csi-smb probe --watch`) and streams what changes in it.
 package probe
 
 import (
@@ -69,6 +68,18 @@ type Deps struct {
 	Dial smb.DialFunc
 	// Stat checks a path; default ProbeDialer.StatShare over Dial.
 	Stat StatFunc
+	// DialTree opens a watch's connection; default ProbeDialer.DialTree
+	// over Dial.
+	DialTree WatchDialFunc
+	// Now stamps watch events; default time.Now.
+	Now func() time.Time
+}
+
+func (d Deps) now() func() time.Time {
+	if d.Now == nil {
+		return time.Now
+	}
+	return d.Now
 }
 
 // Request is what to probe, and as whom.

@@ -230,8 +230,14 @@ func (c *TreeConn) OpenDir(ctx context.Context, dir string) (wire.FileID, error)
 // ctx ends (the request is cancelled), or the connection ends. Changes
 // between two calls are kept by the server for the open.
 func (c *TreeConn) Notify(ctx context.Context, fid wire.FileID, maxOut uint32) ([]wire.NotifyEvent, error) {
+	return c.NotifyChanges(ctx, fid, maxOut, wire.NotifyDirName|wire.NotifyFileName, false)
+}
+
+// NotifyChanges is Notify for the changes filter names (wire.Notify*
+// bits), in the whole subtree when tree is set.
+func (c *TreeConn) NotifyChanges(ctx context.Context, fid wire.FileID, maxOut, filter uint32, tree bool) ([]wire.NotifyEvent, error) {
 	h, msg, err := c.roundTrip(ctx, func(id uint64, credits uint16) ([]byte, error) {
-		return wire.ChangeNotifyRequest(id, c.session, c.tree, fid, wire.NotifyDirName|wire.NotifyFileName, maxOut, false, credits)
+		return wire.ChangeNotifyRequest(id, c.session, c.tree, fid, filter, maxOut, tree, credits)
 	})
 	if err != nil {
 		return nil, err

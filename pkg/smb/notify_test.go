@@ -27,7 +27,8 @@ type notifyServer struct {
 }
 
 type parked struct {
-	id, async uint64
+	id, async     uint64
+	flags, filter uint32 // of the request: SMB2_WATCH_TREE, the completion filter
 }
 
 func newNotifyServer(t *testing.T, grant uint16) (*TreeConn, *notifyServer) {
@@ -66,7 +67,8 @@ func (s *notifyServer) serve() {
 		case wire.CmdChangeNotify:
 			async := h.MessageID + 1000
 			s.reply(h.MessageID, async, wire.StatusPending, make([]byte, 9))
-			s.parked <- parked{h.MessageID, async}
+			b := msg[wire.HeaderSize:]
+			s.parked <- parked{h.MessageID, async, uint32(binary.LittleEndian.Uint16(b[2:])), binary.LittleEndian.Uint32(b[24:])}
 		case wire.CmdCancel:
 			s.cancels <- h.AsyncID
 			if !s.deaf {
@@ -145,6 +147,43 @@ func TestTreeConnNotify(t *testing.T) {
 			t.Fatalf("directory deleted: %v", err)
 		}
 		if err := c.CloseFile(ctx, fid); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+// TestTreeConnNotifyChanges: the filter and the subtree flag reach the
+// server, and another open and close are answered beside a pending notify.
+func TestTreeConnNotifyChanges(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c, s := newNotifyServer(t, 1)
+		ctx := context.Background()
+		fid, err := c.OpenDir(ctx, "base")
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := make(chan error, 1)
+		go func() {
+			_, err := c.NotifyChanges(ctx, fid, 4096, wire.NotifyFileName|wire.NotifyLastWrite, true)
+			got <- err
+		}()
+		p := <-s.parked
+		if p.flags != 1 || p.filter != wire.NotifyFileName|wire.NotifyLastWrite {
+			t.Errorf("request flags %#x filter %#x, want 1 (SMB2_WATCH_TREE) and %#x", p.flags, p.filter, wire.NotifyFileName|wire.NotifyLastWrite)
+		}
+		again, err := c.OpenDir(ctx, "base")
+		if err != nil {
+			t.Fatalf("open beside a pending notify: %v", err)
+		}
+		if err := c.CloseFile(ctx, again); err != nil {
+			t.Fatal(err)
+		}
+		s.fire(p, wire.StatusSuccess, wire.NotifyEvent{Action: wire.ActionModified, Name: "a/b"})
+		if err := <-got; err != nil {
+			t.Fatal(err)
+		}
+		go func() { p := <-s.parked; s.fire(p, wire.StatusSuccess) }()
+		if _, err := c.Notify(ctx, fid, 4096); err != nil {
 			t.Fatal(err)
 		}
 	})

@@ -3,10 +3,12 @@
 package integration
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,7 +17,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/csi-smb/csi-smb/internal/testrun"
+	"github.com/csi-smb/csi-smb/pkg/auth"
 	"github.com/csi-smb/csi-smb/pkg/probe"
+	"github.com/csi-smb/csi-smb/pkg/smb"
 	"github.com/csi-smb/csi-smb/test/lab"
 )
 
@@ -235,5 +240,120 @@ func TestProbeDFS(t *testing.T) {
 	if code != exitHealthy || r.DFS == nil || len(r.DFS.Referrals) != 1 || r.DFS.Referrals[0].Kind != "root" || len(r.DFS.Targets) == 0 ||
 		!r.DFS.Targets[0].Server.Reachable || r.DFS.Targets[0].Share.Status != probe.ShareOK || !r.DFS.Targets[0].Share.DFSRoot {
 		t.Fatalf("the root: exit %d\n%s%s", code, out, errs)
+	}
+}
+
+// TestProbeWatch: `csi-smb probe --watch --json` on a directory of n2's
+// share streams what changes in it — names made on the server's disk and
+// by another SMB client, a rename, a file written, a removal — and ends
+// with exit 2 when the directory itself is removed.
+func TestProbeWatch(t *testing.T) {
+	bin := os.Getenv(envBinary)
+	if bin == "" {
+		t.Fatalf("%s is not set (make test/integration sets it)", envBinary)
+	}
+	dir := "watch-" + uniqueName(t)
+	disk := serverDisk(t, dir)
+	if err := os.Mkdir(disk, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(disk, 0o777); err != nil { // past the umask: smbd writes as the lab user
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(disk) })
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "probe", "--timeout", "2s", "--count", "2", "--watch", "--json", "--watch-for", "45s", "--keepalive", "1s",
+		"--credentials", credentialsFile(t, lab.Password), "//"+server+"/share/"+dir)
+	cmd.Env = []string{}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var errb bytes.Buffer
+	cmd.Stderr = &errb
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	lines := make(chan string, 64)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+	}()
+	first, ok := <-lines
+	if !ok {
+		t.Fatalf("no report; stderr: %s", errb.String())
+	}
+	if r := probeJSON(t, first); r.Verdict != probe.Healthy {
+		t.Fatalf("report: %s", first)
+	}
+	// next waits for an event of kind on name, skipping others (a write
+	// may say modified more than once), and returns how long it took.
+	next := func(what, kind, name string) time.Duration {
+		t.Helper()
+		start := time.Now()
+		for {
+			select {
+			case l, ok := <-lines:
+				if !ok {
+					t.Fatalf("%s: the watch ended; stderr: %s", what, errb.String())
+				}
+				var e probe.WatchEvent
+				if err := json.Unmarshal([]byte(l), &e); err != nil {
+					t.Fatalf("not a JSON event: %q", l)
+				}
+				t.Logf("%s: %s", what, l)
+				if e.Kind == kind && e.Name == name {
+					took := time.Since(start)
+					fmt.Printf("RESULT probe --watch: %s -> %s %s after %v\n", what, kind, name, took.Round(100*time.Microsecond))
+					return took
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatalf("%s: no %s %s within 5 s", what, kind, name)
+			}
+		}
+	}
+	next("started", probe.WatchStarted, dir)
+	pool := smb.NewPool(smb.Options{})
+	testrun.Background(t, pool.Run)
+	sh, release, err := pool.Share(ctx, server, "share", auth.Credentials{Username: lab.User, Password: lab.Password})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	for _, s := range []struct {
+		what       string
+		change     func() error
+		kind, name string
+	}{
+		{"mkdir on the server's disk", func() error { return os.Mkdir(filepath.Join(disk, "a"), 0o777) }, probe.WatchAdded, "a"},
+		{"mkdir over SMB", func() error { return sh.Mkdir(ctx, dir+"/b") }, probe.WatchAdded, "b"},
+		{"rename over SMB", func() error { return sh.Rename(ctx, dir+"/b", dir+"/c") }, probe.WatchRenamedTo, "c"},
+		{"file written on disk", func() error { return os.WriteFile(filepath.Join(disk, "f"), []byte("x"), 0o666) }, probe.WatchAdded, "f"},
+		{"remove over SMB", func() error { return sh.Remove(ctx, dir+"/a") }, probe.WatchRemoved, "a"},
+	} {
+		if err := s.change(); err != nil {
+			t.Fatalf("%s: %v", s.what, err)
+		}
+		if took := next(s.what, s.kind, s.name); took > 2*time.Second {
+			t.Errorf("%s seen after %v", s.what, took)
+		}
+	}
+	if err := os.RemoveAll(disk); err != nil {
+		t.Fatal(err)
+	}
+	next("the watched directory removed", probe.WatchGone, "")
+	for range lines {
+	}
+	err = cmd.Wait()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != exitUnreachable {
+		t.Fatalf("exit %v, want %d; stderr: %s", err, exitUnreachable, errb.String())
+	}
+	if strings.Contains(errb.String(), lab.Password) {
+		t.Fatal("stderr carries the password")
 	}
 }

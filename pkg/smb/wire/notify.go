@@ -40,8 +40,11 @@ const (
 
 // Completion filter bits of CHANGE_NOTIFY (MS-SMB2 2.2.35).
 const (
-	NotifyFileName = 0x00000001
-	NotifyDirName  = 0x00000002
+	NotifyFileName   = 0x00000001
+	NotifyDirName    = 0x00000002
+	NotifyAttributes = 0x00000004
+	NotifySize       = 0x00000008
+	NotifyLastWrite  = 0x00000010
 )
 
 // Actions of FILE_NOTIFY_INFORMATION (MS-FSCC 2.7.1).
