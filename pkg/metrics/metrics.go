@@ -84,6 +84,14 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 		}, []string{"role", "action"}),
 		watchSeen: map[string]health.WatchState{},
 	}
+	// Counters exist at zero from the start, so alerts on their increase
+	// see the first one.
+	for _, r := range []string{"ok", "error"} {
+		m.remounts.WithLabelValues(r)
+	}
+	for _, f := range []string{"true", "false"} {
+		m.failovers.WithLabelValues(f)
+	}
 	for _, role := range []string{"controller", "node", "all"} {
 		for _, st := range []string{"watching", "lost"} {
 			m.watches.WithLabelValues(role, st)
@@ -126,6 +134,11 @@ func (m *Metrics) Follow(ctx context.Context, sub *health.Subscription) error {
 			m.failures.DeletePartialMatch(prometheus.Labels{"server": u.Name})
 		case u.Kind == health.KindServer:
 			m.serverState.WithLabelValues(u.Name).Set(float64(u.Server.State))
+			// A server's series exist from its first verdict, at zero, so
+			// rate() and increase() see its first failure.
+			m.rtt.WithLabelValues(u.Name)
+			m.failures.WithLabelValues(u.Name, "timeout")
+			m.failures.WithLabelValues(u.Name, "failed")
 		case u.Kind == health.KindWatch:
 			m.watchChanged(u.Name, u.Watch, u.Gone)
 		case u.Kind != health.KindVolume:

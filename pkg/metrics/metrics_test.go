@@ -124,3 +124,37 @@ func TestWatchMetrics(t *testing.T) {
 		t.Fatalf("lost watches after it went: %v", got)
 	}
 }
+
+// TestSeriesStartAtZero: counters exist before their first event, and a
+// server's probe series from its first verdict, so increase() in an alert
+// sees the first remount, failover or failed probe.
+func TestSeriesStartAtZero(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m, err := New(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		c    prometheus.Collector
+		want int
+	}{{m.remounts, 2}, {m.failovers, 2}, {m.failures, 0}, {m.rtt, 0}} {
+		if n := testutil.CollectAndCount(c.c); n != c.want {
+			t.Errorf("%d series at start, want %d", n, c.want)
+		}
+	}
+	store := health.NewStore()
+	sub := store.Subscribe()
+	store.SetServer("s:445", health.Verdict{State: health.StateHealthy})
+	ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
+	defer cancel()
+	_ = m.Follow(ctx, sub)
+	if n := testutil.CollectAndCount(m.failures); n != 2 {
+		t.Errorf("%d probe failure series for a new server, want 2 (timeout, failed) at 0", n)
+	}
+	if got := testutil.ToFloat64(m.failures.WithLabelValues("s:445", "timeout")); got != 0 {
+		t.Errorf("timeouts = %v", got)
+	}
+	if n := testutil.CollectAndCount(m.rtt); n != 1 {
+		t.Errorf("%d rtt series for a new server, want 1", n)
+	}
+}
