@@ -70,8 +70,12 @@ type DirVerdict struct {
 type WatchState struct {
 	Role     string // who watches: controller or node
 	Watching bool
-	Message  string // why not watching
-	Since    time.Time
+	// Unsupported: the server cannot be watched (it requires SMB3
+	// encryption, which the driver's own requests lack); the volumes in
+	// the directory are polled. Not a loss.
+	Unsupported bool
+	Message     string // why not watching
+	Since       time.Time
 	// Totals since the watch was first acquired.
 	Losses, Rescans, Removed, Renamed, Restored uint64
 }

@@ -72,7 +72,7 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 		}),
 		watches: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: namespace, Name: "dir_watches",
-			Help: "SMB2 CHANGE_NOTIFY watches on directories that hold volumes, by role (controller, node, or all for a process serving both) and state (watching; lost: down, the controller polls their volumes).",
+			Help: "SMB2 CHANGE_NOTIFY watches on directories that hold volumes, by role (controller, node, or all for a process serving both) and state (watching; lost: down, their volumes are polled; unsupported: the server requires encryption, their volumes are polled).",
 		}, []string{"role", "state"}),
 		watchLosses: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "dir_watch_losses_total",
@@ -93,7 +93,7 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 		m.failovers.WithLabelValues(f)
 	}
 	for _, role := range []string{"controller", "node", "all"} {
-		for _, st := range []string{"watching", "lost"} {
+		for _, st := range []string{"watching", "lost", "unsupported"} {
 			m.watches.WithLabelValues(role, st)
 		}
 		m.watchLosses.WithLabelValues(role)
@@ -177,8 +177,11 @@ func (m *Metrics) watchChanged(key string, w health.WatchState, gone bool) {
 }
 
 func watchState(w health.WatchState) string {
-	if w.Watching {
+	switch {
+	case w.Watching:
 		return "watching"
+	case w.Unsupported:
+		return "unsupported"
 	}
 	return "lost"
 }

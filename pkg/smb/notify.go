@@ -70,6 +70,10 @@ func (d ProbeDialer) DialTree(ctx context.Context, addr, share string, creds aut
 	if err != nil {
 		return nil, err
 	}
+	if h.gs != nil {
+		_ = h.conn.Close()
+		return nil, fmt.Errorf(`watch connection to \%s\%s: %w`, addr, share, ErrEncrypted)
+	}
 	return startTreeConn(h), nil
 }
 

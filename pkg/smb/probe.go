@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"sync"
@@ -44,6 +45,11 @@ type ProbeSession struct {
 	session uint64 // SessionId and TreeId of the IPC$ tree go-smb2 connected
 	tree    uint32
 	sec     Security
+	// gs is go-smb2's session, kept when the server encrypts it: then
+	// ECHOs go through go-smb2, which encrypts them, and broken closes
+	// when its connection fails.
+	gs     *smb2.Session
+	broken <-chan struct{}
 }
 
 // DialProbe sets up a probe session to addr (host:port) with creds; when the
@@ -66,7 +72,7 @@ func (d ProbeDialer) DialWith(ctx context.Context, addr string, creds auth.Crede
 		return nil, err
 	}
 	return &ProbeSession{conn: t.conn, rd: bufio.NewReaderSize(t.conn, 512), next: t.next, buf: make([]byte, 0, 128),
-		session: t.session, tree: t.tree, sec: t.sec}, nil
+		session: t.session, tree: t.tree, sec: t.sec, gs: t.gs, broken: t.broken}, nil
 }
 
 // Security is what the server said during the session's setup about its
@@ -82,7 +88,15 @@ type handedOver struct {
 	next    uint64
 	credits int
 	sec     Security
+	// gs is set instead of a hand-over when the server encrypts the
+	// session: go-smb2 keeps the connection (see Encrypted).
+	gs     *smb2.Session
+	broken <-chan struct{}
 }
+
+// encryptedSession reports whether the server encrypts the session or the tree:
+// the session said so, or an answer during the setup came encrypted.
+func (s Security) encryptedSession() bool { return s.SessionEncrypted() || s.Encrypted > 0 }
 
 // dialTree connects to addr, logs on with creds and connects to the share
 // tree (IPC$ or a disk share) with go-smb2, then takes the socket over.
@@ -95,7 +109,7 @@ func (d ProbeDialer) dialTree(ctx context.Context, addr, tree string, creds auth
 	if err != nil {
 		return handedOver{}, classify("connect to "+addr, err)
 	}
-	hc := &handoverConn{Conn: raw, released: make(chan struct{}), credits: 1}
+	hc := &handoverConn{Conn: raw, released: make(chan struct{}), broken: make(chan struct{}), credits: 1}
 	if dl, ok := ctx.Deadline(); ok {
 		_ = raw.SetDeadline(dl)
 	}
@@ -104,7 +118,13 @@ func (d ProbeDialer) dialTree(ctx context.Context, addr, tree string, creds auth
 	if err == nil {
 		_, err = sess.WithContext(ctx).Mount(`\\` + host + `\` + tree)
 	}
+	encrypted := false
 	if err == nil {
+		hc.mu.Lock()
+		encrypted = hc.sec.encryptedSession()
+		hc.mu.Unlock()
+	}
+	if err == nil && !encrypted {
 		err = hc.handOver(ctx)
 	}
 	if err != nil {
@@ -122,6 +142,9 @@ func (d ProbeDialer) dialTree(ctx context.Context, addr, tree string, creds auth
 	_ = raw.SetDeadline(time.Time{})
 	hc.mu.Lock()
 	defer hc.mu.Unlock()
+	if encrypted {
+		return handedOver{conn: raw, sec: hc.sec, gs: sess, broken: hc.broken}, nil
+	}
 	return handedOver{conn: raw, session: hc.session, tree: hc.tree, next: hc.next, credits: hc.credits, sec: hc.sec}, nil
 }
 
@@ -129,6 +152,12 @@ func (d ProbeDialer) dialTree(ctx context.Context, addr, tree string, creds auth
 // well-formed answer proves liveness, whatever its status (some NAS
 // firmware answers STATUS_USER_SESSION_DELETED).
 func (s *ProbeSession) Echo(ctx context.Context) error {
+	if s.gs != nil {
+		if err := s.gs.WithContext(ctx).Echo(); err != nil {
+			return ioErr(ctx, err)
+		}
+		return nil
+	}
 	dl, _ := ctx.Deadline()
 	_ = s.conn.SetDeadline(dl)
 	defer interruptOn(ctx, func() { _ = s.conn.SetDeadline(time.Unix(1, 0)) })()
@@ -162,6 +191,18 @@ func (s *ProbeSession) Echo(ctx context.Context) error {
 // arrived), and an error as soon as the connection fails: a killed server
 // is seen at once, without a goroutine reading in the background.
 func (s *ProbeSession) Idle(ctx context.Context, deadline time.Time) error {
+	if s.gs != nil { // go-smb2 reads the socket: it says when it fails
+		t := time.NewTimer(time.Until(deadline))
+		defer t.Stop()
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+			return nil
+		case <-s.broken:
+			return classify("probe connection", io.EOF)
+		}
+	}
 	_ = s.conn.SetReadDeadline(deadline)
 	defer interruptOn(ctx, func() { _ = s.conn.SetReadDeadline(time.Unix(1, 0)) })()
 	_, err := s.rd.Peek(1)
@@ -223,6 +264,8 @@ type handoverConn struct {
 	taken    atomic.Bool
 	released chan struct{} // closed when go-smb2's receiver has let go
 	once     sync.Once
+	broken   chan struct{} // closed when a read fails before any hand-over
+	breakOne sync.Once
 }
 
 // Write passes go-smb2's writes on and records the next message ID.
@@ -249,6 +292,9 @@ func (c *handoverConn) Read(b []byte) (int, error) {
 		return 0, net.ErrClosed
 	}
 	c.scan(b[:n])
+	if err != nil {
+		c.breakOne.Do(func() { close(c.broken) })
+	}
 	return n, err
 }
 

@@ -28,6 +28,9 @@ const (
 // at most level 4). A server that knows no DFS namespace at path answers
 // STATUS_NOT_FOUND: dfs.ErrNotDFS.
 func (s *ProbeSession) Referral(ctx context.Context, path string) (dfs.Response, error) {
+	if s.gs != nil {
+		return dfs.Response{}, fmt.Errorf("referral for %s: %w", path, ErrEncrypted)
+	}
 	if s.tree == 0 {
 		return dfs.Response{}, fmt.Errorf("referral for %s: the session has no IPC$ tree", path)
 	}

@@ -419,7 +419,7 @@ func (w *Watcher) apply(d *dir, events []wire.NotifyEvent, listed map[string]boo
 		}
 	}
 	if watching && !d.state.Watching {
-		d.state.Watching, d.state.Message, d.state.Since = true, "", time.Now()
+		d.state.Watching, d.state.Unsupported, d.state.Message, d.state.Since = true, false, "", time.Now()
 	}
 	w.publishLocked(d)
 }
@@ -433,7 +433,14 @@ func (w *Watcher) lost(d *dir, err error) {
 		d.state.Since = time.Now()
 		klog.InfoS("directory watch lost; its volumes are polled until it is back", "dir", d.key, "err", err)
 	}
-	d.state.Watching, d.state.Message = false, err.Error()
+	// A server that requires encryption cannot be watched: not a loss, and
+	// no alert, but its volumes are polled. Tried again at each backoff,
+	// in case its settings change.
+	unsupported := errors.Is(err, smb.ErrEncrypted)
+	if unsupported && !d.state.Unsupported {
+		klog.InfoS("directory not watched: the server requires encryption; its volumes are polled", "dir", d.key, "err", err)
+	}
+	d.state.Watching, d.state.Unsupported, d.state.Message = false, unsupported, err.Error()
 	w.publishLocked(d)
 }
 

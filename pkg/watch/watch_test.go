@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -28,6 +29,7 @@ type share struct {
 	conns   []*conn
 	dials   int
 	refuse  bool
+	encrypt bool // the server requires encryption: dials fail with ErrEncrypted
 	lists   int
 	lookups int
 	gate    chan struct{} // when set, a lookup waits for it
@@ -47,6 +49,9 @@ func (s *share) dial(_ context.Context, _, _ string, _ auth.Credentials) (Conn, 
 	s.dials++
 	if s.refuse {
 		return nil, smb.ErrUnreachable
+	}
+	if s.encrypt {
+		return nil, smb.ErrEncrypted
 	}
 	c := &conn{s: s, events: make(chan []wire.NotifyEvent, 16), errs: make(chan error, 1), closed: make(chan struct{})}
 	s.conns = append(s.conns, c)
@@ -333,6 +338,34 @@ func TestWatchListsAgainRatherThanManyLookups(t *testing.T) {
 		}
 		if v := dirOf(t, store, "new-3"); v.State != health.DirMissing {
 			t.Fatalf("new-3: %+v", v)
+		}
+	})
+}
+
+// TestWatchOnAServerThatRequiresEncryption: the watch cannot be set up;
+// that is said (unsupported, the volumes polled) and is not a loss, and
+// when the server no longer requires it the watch stands.
+func TestWatchOnAServerThatRequiresEncryption(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := &share{names: map[string]bool{"pvc-1": true}, encrypt: true}
+		store, w, stop := start(t, s)
+		defer stop()
+		defer w.Acquire(target("pvc-1"), auth.Credentials{})()
+		time.Sleep(10 * time.Second)
+		ws := store.Watches()[base.WatchKey()]
+		if ws.Watching || !ws.Unsupported || ws.Losses != 0 || !strings.Contains(ws.Message, "encryption") {
+			t.Fatalf("watch on an encrypted server: %+v", ws)
+		}
+		if v, ok := store.Dir(target("pvc-1").Key()); ok && v.Watching {
+			t.Fatalf("pvc-1 said watched: %+v", v)
+		}
+		s.mu.Lock()
+		s.encrypt = false
+		s.mu.Unlock()
+		store.SetServer(base.Addr, health.Verdict{State: health.StateHealthy})
+		synctest.Wait()
+		if ws := store.Watches()[base.WatchKey()]; !ws.Watching || ws.Unsupported {
+			t.Fatalf("after the server stopped requiring encryption: %+v", ws)
 		}
 	})
 }
