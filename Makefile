@@ -38,7 +38,7 @@ deps/demo:
 	hack/install-deps.sh demo
 
 ## test: everything: static checks, unit, fuzz, real Samba, kernel cifs in the guest
-test: deps verify test/unit test/chart test/fuzz test/lab
+test: deps verify test/unit test/chart test/alerts test/fuzz test/lab
 
 ## test/unit: unit tests, in-process csi-sanity, synctest concurrency tests
 test/unit:
@@ -128,7 +128,7 @@ bench/vm: deps bin/smblab vm-share
 	  -test.run '^$$' -test.bench '$(BENCH)' -test.benchtime 1x -test.count 1 -test.timeout 55m | tee $(OUT)/bench-vm.txt
 	$(BENCHSTAT) $(OUT)/bench-vm.txt
 
-## verify: gofmt, go vet with every build tag, go mod tidy, golangci-lint (.golangci.yml)
+## verify: gofmt, go vet with every build tag, go mod tidy, golangci-lint (.golangci.yml), the chart, promtool check rules
 verify:
 	@test -z "$$(gofmt -l cmd pkg test internal)" || { gofmt -l cmd pkg test internal; echo "run gofmt -w"; exit 1; }
 	go vet ./...
@@ -139,6 +139,7 @@ verify:
 	go mod tidy -diff
 	hack/golangci-lint.sh
 	hack/check-deploy.sh
+	p=$$(hack/promtool.sh); "$$p" check rules charts/csi-smb/files/alerts.yaml
 
 # --- images (hack/build-image.sh) ---------------------------------------------
 ## image: driver, pause, busybox and test-provisioner images with buildah, no registry: $(OUT)/images/*.tar,
@@ -166,6 +167,12 @@ test/chart:
 	  h=$$(HELM_VERSION=$$v hack/build-helm.sh | tail -1); \
 	  echo "test/chart: helm $$v"; HELM=$$h go test -tags chart -count=1 ./test/chart/ || exit 1; \
 	done
+
+## test/alerts: promtool check rules on the chart's alerts, then their unit tests (test/alerts/alerts_test.yaml);
+## promtool from Debian's prometheus package (hack/promtool.sh, cached)
+.PHONY: test/alerts
+test/alerts:
+	p=$$(hack/promtool.sh); "$$p" check rules charts/csi-smb/files/alerts.yaml && "$$p" test rules test/alerts/alerts_test.yaml
 # --- end chart -------------------------------------------------------------------
 
 clean:

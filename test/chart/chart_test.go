@@ -795,6 +795,10 @@ func TestSchemaRejects(t *testing.T) {
 		{"StorageClass bad reclaimPolicy", []string{"--set", "storageClasses[0].name=x", "--set", "storageClasses[0].parameters.source=//s/x",
 			"--set", "storageClasses[0].reclaimPolicy=Recycle"}, "reclaimPolicy"},
 		{"bad pullPolicy", []string{"--set", "image.csiSMB.pullPolicy=Sometimes"}, "/image/csiSMB/pullPolicy"},
+		{"prometheusRule.enabled as text", []string{"--set", "monitoring.prometheusRule.enabled=yes"}, "/monitoring/prometheusRule/enabled"},
+		{"prometheusRule labels not a map", []string{"--set", "monitoring.prometheusRule.labels=x"}, "/monitoring/prometheusRule/labels"},
+		{"dashboard label value a number", []string{"--set", "monitoring.dashboard.labelValue=1"}, "/monitoring/dashboard/labelValue"},
+		{"typo in a monitoring key", []string{"--set", "monitoring.dashboard.enable=true"}, "enable"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

@@ -48,6 +48,9 @@ type manifests struct {
 	clusterBindings map[string]*rbacv1.ClusterRoleBinding
 	roles           map[string]*rbacv1.Role
 	roleBindings    map[string]*rbacv1.RoleBinding
+	configMaps      []*corev1.ConfigMap
+	// Kinds outside client-go's scheme (monitoring.coreos.com PrometheusRules), as decoded YAML.
+	prometheusRules []map[string]any
 }
 
 func helmBin(t *testing.T) string {
@@ -115,6 +118,10 @@ func render(t *testing.T, args ...string) *manifests {
 			continue
 		}
 		obj, _, err := decode(doc, nil, nil)
+		if runtime.IsNotRegisteredError(err) {
+			m.addUnregistered(t, doc)
+			continue
+		}
 		if err != nil {
 			t.Fatalf("decode: %v\n%.300s", err, doc)
 		}
@@ -160,9 +167,24 @@ func (m *manifests) add(t *testing.T, obj runtime.Object) {
 		m.roles[o.Name] = o
 	case *rbacv1.RoleBinding:
 		m.roleBindings[o.Name] = o
+	case *corev1.ConfigMap:
+		m.configMaps = append(m.configMaps, o)
 	default:
 		t.Fatalf("unexpected kind %T", obj)
 	}
+}
+
+// addUnregistered takes a document of a kind client-go does not know: only the PrometheusRule.
+func (m *manifests) addUnregistered(t *testing.T, doc []byte) {
+	t.Helper()
+	var u map[string]any
+	if err := utilyaml.Unmarshal(doc, &u); err != nil {
+		t.Fatalf("decode: %v\n%.300s", err, doc)
+	}
+	if u["apiVersion"] != "monitoring.coreos.com/v1" || u["kind"] != "PrometheusRule" {
+		t.Fatalf("unexpected kind %v %v", u["apiVersion"], u["kind"])
+	}
+	m.prometheusRules = append(m.prometheusRules, u)
 }
 
 func container(t *testing.T, spec corev1.PodSpec, name string) corev1.Container {
