@@ -88,6 +88,7 @@ vm-share:
 	CGO_ENABLED=0 go build -ldflags "$(LDFLAGS)" -o $(VM)/bin/csi-smb ./cmd/csi-smb
 	CGO_ENABLED=0 go test -c -tags vmguest -o $(VM)/bin/guest.test ./test/vm/guest
 	CGO_ENABLED=0 go build -o $(VM)/bin/demo ./test/vm/demo
+	mkdir -p $(VM)/monitoring && cp charts/csi-smb/files/alerts.yaml charts/csi-smb/files/dashboard.json $(VM)/monitoring/
 
 ## demo: lab up, then in the guest: provision, mount, write, break, heal, unmount, delete
 demo: deps/demo bin/smblab vm-share

@@ -17,6 +17,7 @@ import (
 	"github.com/container-storage-interface/spec/lib/go/csi"
 
 	"github.com/csi-smb/csi-smb/pkg/driver"
+	"github.com/csi-smb/csi-smb/test/alerts"
 )
 
 // volumeHealth returns the v1.13 health of vol at target: "" when healthy,
@@ -274,4 +275,56 @@ func TestMetricsShowServersAndVolumes(t *testing.T) {
 	if got := metric(t, fmt.Sprintf(`csi_smb_volume_health{reason="VolumeHealthy",volume_id=%q}`, vol.GetVolumeId())); got != 1 {
 		t.Fatalf("volume health series %v, want 1", got)
 	}
+}
+
+// TestAlertsAndDashboardNameExportedMetrics: every csi_smb_ metric the
+// chart's alert rules and Grafana dashboard query is exported by the
+// running driver (scraped, with a volume staged on a real mount), so no
+// alert or panel waits on a series that never comes. The files are the
+// chart's, copied to the guest by make vm-share.
+func TestAlertsAndDashboardNameExportedMetrics(t *testing.T) {
+	dir := filepath.Join(hostDir, "monitoring")
+	want, err := alerts.MetricNames(filepath.Join(dir, "alerts.yaml"), filepath.Join(dir, "dashboard.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(want) < 10 {
+		t.Fatalf("the rules and the dashboard name only %v", want)
+	}
+	vol := volumeOn(t, "n2")
+	_, target := stagedAndPublished(t, vol)
+	waitHealth(t, vol, target, 10*time.Second, "healthy", healthy)
+	resp, err := http.Get("http://" + metricsAddr + "/metrics")
+	if err != nil {
+		t.Fatalf("scrape: %v", err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exported := map[string]bool{}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		name, _, _ := strings.Cut(line, "{")
+		name, _, _ = strings.Cut(name, " ")
+		exported[name] = true
+		for _, suffix := range []string{"_bucket", "_sum", "_count"} {
+			if base, ok := strings.CutSuffix(name, suffix); ok {
+				exported[base] = true
+			}
+		}
+	}
+	var missing []string
+	for _, n := range want {
+		if !exported[n] {
+			missing = append(missing, n)
+		}
+	}
+	if len(missing) > 0 {
+		t.Fatalf("the alerts or the dashboard query %v, which the running driver does not export", missing)
+	}
+	fmt.Printf("RESULT metrics: all %d metric names of the alerts and the dashboard exported by the running driver\n", len(want))
 }
