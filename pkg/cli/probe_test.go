@@ -78,7 +78,7 @@ func newLab(ctx context.Context) *lab {
 	return &lab{ctx: ctx, dirs: map[string]bool{"srv:445 share vols": true, "10.0.0.2:445 shareA vols": true},
 		servers: map[string]*smbresponder.Server{
 			"srv:445":      smbresponder.New(smbresponder.Options{Logon: func(u string) bool { return u != "bob" }}),
-			"10.0.0.1:445": smbresponder.New(smbresponder.Options{Referral: namespace}),
+			"10.0.0.1:445": smbresponder.New(smbresponder.Options{Referral: smbresponder.LabNamespace}),
 			"10.0.0.2:445": smbresponder.New(smbresponder.Options{}),
 		}}
 }

@@ -43,7 +43,7 @@ func startNode(t *testing.T, mode string) *node {
 	n.endpoint = "unix://" + filepath.Join(n.dir, "csi.sock")
 	ctx, cancel := context.WithCancel(context.Background())
 	servers := map[string]*smbresponder.Server{
-		"10.0.0.1:445": smbresponder.New(smbresponder.Options{Referral: namespace}),
+		"10.0.0.1:445": smbresponder.New(smbresponder.Options{Referral: smbresponder.LabNamespace}),
 		"10.0.0.2:445": smbresponder.New(smbresponder.Options{}),
 		"10.0.0.3:445": smbresponder.New(smbresponder.Options{}),
 		"10.0.0.9:445": smbresponder.New(smbresponder.Options{}),

@@ -19,7 +19,6 @@ import (
 
 	"github.com/csi-smb/csi-smb/internal/smbresponder"
 	"github.com/csi-smb/csi-smb/pkg/auth"
-	"github.com/csi-smb/csi-smb/pkg/dfs"
 	"github.com/csi-smb/csi-smb/pkg/smb"
 	"github.com/csi-smb/csi-smb/pkg/volume"
 )
@@ -243,35 +242,10 @@ func TestDegraded(t *testing.T) {
 	})
 }
 
-// namespace answers referrals as a Samba msdfs root on 10.0.0.1 with the
-// link multi -> 10.0.0.2\shareA, 10.0.0.3\shareA.
-func namespace(path string) ([]byte, uint32) {
-	const root, link = `\10.0.0.1\dfs`, `\10.0.0.1\dfs\multi`
-	var r dfs.Response
-	switch p := strings.ToLower(path); {
-	case strings.HasPrefix(p, strings.ToLower(link)):
-		r = dfs.Response{PathConsumed: uint16(2 * len(link)), Flags: dfs.HeaderStorageServers, Entries: []dfs.Entry{
-			{Version: 3, TTL: 600, Path: link, AltPath: link, Target: `\10.0.0.2\shareA`},
-			{Version: 3, TTL: 600, Path: link, AltPath: link, Target: `\10.0.0.3\shareA`},
-		}}
-	case p == strings.ToLower(root):
-		r = dfs.Response{PathConsumed: uint16(2 * len(root)), Flags: dfs.HeaderReferralServers | dfs.HeaderStorageServers, Entries: []dfs.Entry{
-			{Version: 3, ServerType: dfs.ServerTypeRoot, TTL: 300, Path: root, AltPath: root, Target: root},
-		}}
-	default:
-		return nil, 0xC0000225 // STATUS_NOT_FOUND
-	}
-	b, err := dfs.EncodeResponse(r)
-	if err != nil {
-		panic(err)
-	}
-	return b, 0
-}
-
 func TestDFS(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		servers := map[string]*smbresponder.Server{
-			"10.0.0.1:445": smbresponder.New(smbresponder.Options{Referral: namespace}),
+			"10.0.0.1:445": smbresponder.New(smbresponder.Options{Referral: smbresponder.LabNamespace}),
 			"10.0.0.2:445": smbresponder.New(smbresponder.Options{}),
 		}
 		st := shares{"10.0.0.2:445 shareA pvc-1": dir}

@@ -56,6 +56,7 @@ type TreeConn struct {
 	calls   map[uint64]*call
 	err     error // why the reader ended
 	done    chan struct{}
+	sign    *signer // nil unless the server requires signing
 }
 
 type call struct {
@@ -79,7 +80,7 @@ func (d ProbeDialer) DialTree(ctx context.Context, addr, share string, creds aut
 
 func startTreeConn(h handedOver) *TreeConn {
 	c := &TreeConn{conn: h.conn, session: h.session, tree: h.tree, next: h.next, credits: h.credits,
-		calls: map[uint64]*call{}, done: make(chan struct{})}
+		sign: h.sign, calls: map[uint64]*call{}, done: make(chan struct{})}
 	go c.read()
 	return c
 }
@@ -199,6 +200,7 @@ func (c *TreeConn) answered(msg []byte, ok bool) (wire.Header, []byte, error) {
 }
 
 func (c *TreeConn) write(frame []byte) error {
+	c.sign.sign(frame)
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	_ = c.conn.SetWriteDeadline(time.Now().Add(writeTimeout))

@@ -50,6 +50,7 @@ type ProbeSession struct {
 	// when its connection fails.
 	gs     *smb2.Session
 	broken <-chan struct{}
+	sign   *signer // signs the referral IOCTL when the server requires signing
 }
 
 // DialProbe sets up a probe session to addr (host:port) with creds; when the
@@ -72,7 +73,7 @@ func (d ProbeDialer) DialWith(ctx context.Context, addr string, creds auth.Crede
 		return nil, err
 	}
 	return &ProbeSession{conn: t.conn, rd: bufio.NewReaderSize(t.conn, 512), next: t.next, buf: make([]byte, 0, 128),
-		session: t.session, tree: t.tree, sec: t.sec, gs: t.gs, broken: t.broken}, nil
+		session: t.session, tree: t.tree, sec: t.sec, gs: t.gs, broken: t.broken, sign: t.sign}, nil
 }
 
 // Security is what the server said during the session's setup about its
@@ -92,6 +93,9 @@ type handedOver struct {
 	// session: go-smb2 keeps the connection (see Encrypted).
 	gs     *smb2.Session
 	broken <-chan struct{}
+	// sign signs the requests sent on the session when the server
+	// requires it; nil otherwise.
+	sign *signer
 }
 
 // encryptedSession reports whether the server encrypts the session or the tree:
@@ -113,8 +117,20 @@ func (d ProbeDialer) dialTree(ctx context.Context, addr, tree string, creds auth
 	if dl, ok := ctx.Deadline(); ok {
 		_ = raw.SetDeadline(dl)
 	}
-	dialer := &smb2.Dialer{Initiator: &smb2.NTLMInitiator{User: creds.Username, Password: creds.Password, Domain: creds.Domain}}
+	ntlm := &smb2.NTLMInitiator{User: creds.Username, Password: creds.Password, Domain: creds.Domain}
+	dialer := &smb2.Dialer{Initiator: ntlm}
 	sess, err := dialer.DialConn(ctx, hc, host)
+	var sign *signer
+	if err == nil {
+		// The hash is complete once the session is set up: the tree
+		// connect that follows is not part of it.
+		hc.mu.Lock()
+		sec, hash := hc.sec, hc.preauth.h
+		hc.mu.Unlock()
+		if sec.SessionSigned() {
+			sign, err = newSigner(sec.Negotiate.Dialect, ntlm.SessionKey(), hash)
+		}
+	}
 	if err == nil {
 		_, err = sess.WithContext(ctx).Mount(`\\` + host + `\` + tree)
 	}
@@ -145,7 +161,7 @@ func (d ProbeDialer) dialTree(ctx context.Context, addr, tree string, creds auth
 	if encrypted {
 		return handedOver{conn: raw, sec: hc.sec, gs: sess, broken: hc.broken}, nil
 	}
-	return handedOver{conn: raw, session: hc.session, tree: hc.tree, next: hc.next, credits: hc.credits, sec: hc.sec}, nil
+	return handedOver{conn: raw, session: hc.session, tree: hc.tree, next: hc.next, credits: hc.credits, sec: hc.sec, sign: sign}, nil
 }
 
 // Echo sends one SMB2 ECHO and waits for its answer until ctx ends. Any
@@ -259,6 +275,7 @@ type handoverConn struct {
 	session  uint64       // from the TREE_CONNECT answer
 	tree     uint32
 	sec      Security // from the NEGOTIATE, SESSION_SETUP and TREE_CONNECT answers
+	preauth  preauth  // the 3.1.1 preauthentication hash of the setup, for signing
 	next     uint64
 	credits  int // granted minus charged, as far as go-smb2 went
 	taken    atomic.Bool
@@ -278,6 +295,7 @@ func (c *handoverConn) Write(b []byte) (int, error) {
 		c.mu.Lock()
 		c.next = max(c.next, h.MessageID+uint64(max(h.CreditCharge, 1)))
 		c.credits -= int(max(h.CreditCharge, 1))
+		c.preauth.request(h, b)
 		c.mu.Unlock()
 	}
 	return c.Conn.Write(b)
@@ -307,6 +325,7 @@ func (c *handoverConn) scan(b []byte) {
 	c.frames.feed(b, func(msg []byte) {
 		c.sec.observe(msg)
 		if h, err := wire.ParseHeader(msg); err == nil && h.Response() {
+			c.preauth.answer(h, msg)
 			c.credits += int(h.CreditResponse)
 			if h.Command == wire.CmdTreeConnect && h.Status == wire.StatusSuccess {
 				c.session, c.tree = h.SessionID, h.TreeID

@@ -47,6 +47,7 @@ func (s *ProbeSession) Referral(ctx context.Context, path string) (dfs.Response,
 	dl, _ := ctx.Deadline()
 	_ = s.conn.SetDeadline(dl)
 	defer interruptOn(ctx, func() { _ = s.conn.SetDeadline(time.Unix(1, 0)) })()
+	s.sign.sign(req)
 	if _, err := s.conn.Write(req); err != nil {
 		return dfs.Response{}, ioErr(ctx, err)
 	}

@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"testing"
 	"time"
 
@@ -23,19 +22,7 @@ import (
 // driver sends itself (referrals, CHANGE_NOTIFY) is not sent, with
 // smb.ErrEncrypted, and the watch says it is unsupported, not lost.
 func TestServerThatRequiresEncryption(t *testing.T) {
-	s, err := theLab.Server(victim)
-	if err != nil {
-		t.Fatal(err)
-	}
-	restart := func(conf string) {
-		if err := os.WriteFile(s.ExtraConf(), []byte(conf), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		fault(t, lab.ActKill, victim)
-		fault(t, lab.ActStart, victim)
-	}
-	restart("smb encrypt = required\n")
-	defer restart("")
+	withServerConf(t, "smb encrypt = required\n")
 	addr := victimIP + ":445"
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()

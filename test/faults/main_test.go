@@ -129,3 +129,23 @@ func soak() time.Duration {
 	}
 	return time.Minute
 }
+
+// withServerConf restarts the victim's smbd with conf as extra global
+// smb.conf settings, and again without them when the test ends.
+func withServerConf(t *testing.T, conf string) {
+	t.Helper()
+	s, err := theLab.Server(victim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	restart := func(conf string) {
+		if err := os.WriteFile(s.ExtraConf(), []byte(conf), 0o644); err != nil {
+			t.Error(err)
+			return
+		}
+		fault(t, lab.ActKill, victim)
+		fault(t, lab.ActStart, victim)
+	}
+	restart(conf)
+	t.Cleanup(func() { restart("") })
+}

@@ -1,4 +1,4 @@
-package cli
+package smbresponder
 
 import (
 	"strings"
@@ -6,9 +6,10 @@ import (
 	"github.com/csi-smb/csi-smb/pkg/dfs"
 )
 
-// namespace answers referrals as a Samba msdfs root on 10.0.0.1 with the
-// link multi -> 10.0.0.2\shareA, 10.0.0.3\shareA.
-func namespace(path string) ([]byte, uint32) {
+// LabNamespace answers referrals (Options.Referral) as the lab's Samba
+// msdfs root on 10.0.0.1 does, with the link multi -> 10.0.0.2\shareA,
+// 10.0.0.3\shareA; any other path is STATUS_NOT_FOUND (not DFS).
+func LabNamespace(path string) ([]byte, uint32) {
 	const root, link = `\10.0.0.1\dfs`, `\10.0.0.1\dfs\multi`
 	var r dfs.Response
 	switch p := strings.ToLower(path); {
@@ -26,7 +27,7 @@ func namespace(path string) ([]byte, uint32) {
 	}
 	b, err := dfs.EncodeResponse(r)
 	if err != nil {
-		panic(err)
+		panic(err) // a fixed, valid response
 	}
 	return b, 0
 }
