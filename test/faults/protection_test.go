@@ -9,8 +9,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/csi-smb/csi-smb/pkg/dfs"
 	"github.com/csi-smb/csi-smb/pkg/health"
 	"github.com/csi-smb/csi-smb/pkg/smb"
+	"github.com/csi-smb/csi-smb/pkg/smb/wire"
 	"github.com/csi-smb/csi-smb/test/lab"
 )
 
@@ -22,16 +24,8 @@ import (
 // driver sends itself (referrals, CHANGE_NOTIFY) is not sent, with
 // smb.ErrEncrypted, and the watch says it is unsupported, not lost.
 func TestServerThatRequiresEncryption(t *testing.T) {
-	withServerConf(t, "smb encrypt = required\n")
-	addr := victimIP + ":445"
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	d := smb.ProbeDialer{}
-	ps, err := d.DialProbe(ctx, addr, labCreds)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = ps.Close() }()
+	ctx, ps := protectedSession(t, "smb encrypt = required\n")
+	addr, d := victimIP+":445", smb.ProbeDialer{}
 	if sec := ps.Security(); !sec.SessionEncrypted() {
 		t.Fatalf("the session is not encrypted: %+v", sec)
 	}
@@ -49,7 +43,7 @@ func TestServerThatRequiresEncryption(t *testing.T) {
 		}
 	}
 	rctx, c := context.WithTimeout(ctx, 2*time.Second)
-	_, err = ps.Referral(rctx, `\`+victimIP+`\share`)
+	_, err := ps.Referral(rctx, `\`+victimIP+`\share`)
 	c()
 	if !errors.Is(err, smb.ErrEncrypted) {
 		t.Fatalf("referral on an encrypted session: %v, want ErrEncrypted", err)
@@ -78,4 +72,58 @@ func TestServerThatRequiresEncryption(t *testing.T) {
 			t.Errorf("%s encrypted server seen after %v", f.name, detect)
 		}
 	}
+}
+
+// TestServerThatRequiresSigning: Samba 4.17 with `server signing =
+// mandatory` answers the driver's own requests on a session go-smb2 set up:
+// the ECHO, the referral IOCTL, and the watch's CREATE, CHANGE_NOTIFY,
+// CANCEL and CLOSE.
+func TestServerThatRequiresSigning(t *testing.T) {
+	ctx, ps := protectedSession(t, "server signing = mandatory\n")
+	addr, d := victimIP+":445", smb.ProbeDialer{}
+	if sec := ps.Security(); !sec.SessionSigned() {
+		t.Fatalf("the session is not signed: %+v", sec)
+	}
+	if err := ps.Echo(ctx); err != nil {
+		t.Fatalf("echo: %v", err)
+	}
+	_, err := ps.Referral(ctx, `\`+victimIP+`\share`)
+	fmt.Printf("RESULT signing required: referral for a plain share: %v\n", err)
+	if !errors.Is(err, dfs.ErrNotDFS) {
+		t.Errorf("referral: %v, want ErrNotDFS (a signed request the server answered)", err)
+	}
+	c, err := d.DialTree(ctx, addr, "share", labCreds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fid, err := c.OpenDir(ctx, "")
+	fmt.Printf("RESULT signing required: open the share root: %v\n", err)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nctx, ncancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	_, err = c.Notify(nctx, fid, wire.MaxNotifyOutput)
+	ncancel()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("cancelled notify: %v", err)
+	}
+	if err := c.CloseFile(ctx, fid); err != nil {
+		t.Fatalf("close after a cancel: %v", err)
+	}
+}
+
+// protectedSession restarts the victim with conf and sets up a probe
+// session to it as the lab user; both end with the test.
+func protectedSession(t *testing.T, conf string) (context.Context, *smb.ProbeSession) {
+	t.Helper()
+	withServerConf(t, conf)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	t.Cleanup(cancel)
+	ps, err := smb.ProbeDialer{}.DialProbe(ctx, victimIP+":445", labCreds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ps.Close() })
+	return ctx, ps
 }
