@@ -71,8 +71,8 @@ type WatchState struct {
 	Role     string // who watches: controller or node
 	Watching bool
 	// Unsupported: the server cannot be watched (it requires SMB3
-	// encryption, which the driver's own requests lack); the volumes in
-	// the directory are polled. Not a loss.
+	// encryption with AES-CCM, which the driver's own requests do not
+	// implement); the volumes in the directory are polled. Not a loss.
 	Unsupported bool
 	Message     string // why not watching
 	Since       time.Time

@@ -72,7 +72,7 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 		}),
 		watches: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: namespace, Name: "dir_watches",
-			Help: "SMB2 CHANGE_NOTIFY watches on directories that hold volumes, by role (controller, node, or all for a process serving both) and state (watching; lost: down, their volumes are polled; unsupported: the server requires encryption, their volumes are polled).",
+			Help: "SMB2 CHANGE_NOTIFY watches on directories that hold volumes, by role (controller, node, or all for a process serving both) and state (watching; lost: down, their volumes are polled; unsupported: the server requires an encryption the driver's requests lack (AES-CCM), their volumes are polled).",
 		}, []string{"role", "state"}),
 		watchLosses: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "dir_watch_losses_total",

@@ -24,11 +24,11 @@ var (
 	ErrShareNotFound = errors.New("smb share not found")
 	// ErrAccessDenied: the session may not do this.
 	ErrAccessDenied = errors.New("smb access denied")
-	// ErrEncrypted: the server encrypts the session (SMB3 encryption
-	// required on the server or the share). The driver's own requests
-	// (DFS referrals, CHANGE_NOTIFY) are not encrypted, and such a server
-	// drops the connection on the first one, so they are not sent.
-	ErrEncrypted = errors.New("the server requires SMB3 encryption, which the driver's own requests (DFS referrals, change notify) lack")
+	// ErrEncrypted: the server encrypts the session with a cipher the
+	// driver does not implement for its own requests (AES-CCM): DFS
+	// referrals and CHANGE_NOTIFY are not sent, since such a server
+	// drops the connection on an unencrypted request.
+	ErrEncrypted = errors.New("the server requires SMB3 encryption with a cipher the driver's own requests (DFS referrals, change notify) do not implement (AES-CCM)")
 )
 
 // NT status codes we classify (MS-ERREF 2.3).

@@ -56,7 +56,7 @@ type TreeConn struct {
 	calls   map[uint64]*call
 	err     error // why the reader ended
 	done    chan struct{}
-	sign    *signer // nil unless the server requires signing
+	prot    protection // signs or encrypts requests, as the server requires
 }
 
 type call struct {
@@ -80,7 +80,7 @@ func (d ProbeDialer) DialTree(ctx context.Context, addr, share string, creds aut
 
 func startTreeConn(h handedOver) *TreeConn {
 	c := &TreeConn{conn: h.conn, session: h.session, tree: h.tree, next: h.next, credits: h.credits,
-		sign: h.sign, calls: map[uint64]*call{}, done: make(chan struct{})}
+		prot: h.prot, calls: map[uint64]*call{}, done: make(chan struct{})}
 	go c.read()
 	return c
 }
@@ -92,6 +92,9 @@ func (c *TreeConn) read() {
 	for {
 		var msg []byte
 		if msg, err = wire.ReadFrame(rd, nil); err != nil {
+			break
+		}
+		if msg, err = c.prot.incoming(msg); err != nil {
 			break
 		}
 		var h wire.Header
@@ -200,7 +203,10 @@ func (c *TreeConn) answered(msg []byte, ok bool) (wire.Header, []byte, error) {
 }
 
 func (c *TreeConn) write(frame []byte) error {
-	c.sign.sign(frame)
+	frame, err := c.prot.outgoing(frame)
+	if err != nil {
+		return err
+	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	_ = c.conn.SetWriteDeadline(time.Now().Add(writeTimeout))

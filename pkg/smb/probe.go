@@ -3,6 +3,7 @@ package smb
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -50,7 +51,7 @@ type ProbeSession struct {
 	// when its connection fails.
 	gs     *smb2.Session
 	broken <-chan struct{}
-	sign   *signer // signs the referral IOCTL when the server requires signing
+	prot   protection // signs or encrypts what the session sends, as the server requires
 }
 
 // DialProbe sets up a probe session to addr (host:port) with creds; when the
@@ -73,7 +74,7 @@ func (d ProbeDialer) DialWith(ctx context.Context, addr string, creds auth.Crede
 		return nil, err
 	}
 	return &ProbeSession{conn: t.conn, rd: bufio.NewReaderSize(t.conn, 512), next: t.next, buf: make([]byte, 0, 128),
-		session: t.session, tree: t.tree, sec: t.sec, gs: t.gs, broken: t.broken, sign: t.sign}, nil
+		session: t.session, tree: t.tree, sec: t.sec, gs: t.gs, broken: t.broken, prot: t.prot}, nil
 }
 
 // Security is what the server said during the session's setup about its
@@ -93,14 +94,17 @@ type handedOver struct {
 	// session: go-smb2 keeps the connection (see Encrypted).
 	gs     *smb2.Session
 	broken <-chan struct{}
-	// sign signs the requests sent on the session when the server
-	// requires it; nil otherwise.
-	sign *signer
+	// prot signs or encrypts the requests sent on the session, as the
+	// server requires.
+	prot protection
 }
 
-// encryptedSession reports whether the server encrypts the session or the tree:
-// the session said so, or an answer during the setup came encrypted.
-func (s Security) encryptedSession() bool { return s.SessionEncrypted() || s.Encrypted > 0 }
+// encryptedSession reports whether the server encrypts the session or the
+// tree: the session or the share said so, or an answer during the setup
+// came encrypted.
+func (s Security) encryptedSession() bool {
+	return s.SessionEncrypted() || s.Encrypted > 0 || (s.TreeDone && s.Tree.ShareFlags&wire.ShareFlagEncrypt != 0)
+}
 
 // dialTree connects to addr, logs on with creds and connects to the share
 // tree (IPC$ or a disk share) with go-smb2, then takes the socket over.
@@ -120,15 +124,23 @@ func (d ProbeDialer) dialTree(ctx context.Context, addr, tree string, creds auth
 	ntlm := &smb2.NTLMInitiator{User: creds.Username, Password: creds.Password, Domain: creds.Domain}
 	dialer := &smb2.Dialer{Initiator: ntlm}
 	sess, err := dialer.DialConn(ctx, hc, host)
-	var sign *signer
+	var prot protection
 	if err == nil {
 		// The hash is complete once the session is set up: the tree
 		// connect that follows is not part of it.
 		hc.mu.Lock()
-		sec, hash := hc.sec, hc.preauth.h
+		sec, hash, session := hc.sec, hc.preauth.h, hc.setupSession
 		hc.mu.Unlock()
 		if sec.SessionSigned() {
-			sign, err = newSigner(sec.Negotiate.Dialect, ntlm.SessionKey(), hash)
+			prot.sign, err = newSigner(sec.Negotiate.Dialect, ntlm.SessionKey(), hash)
+		}
+		if err == nil && !sec.Guest() && !sec.Anonymous() {
+			// Ready in case the session or the share turns out encrypted:
+			// the tree connect's answer is then read through it.
+			prot.seal, err = newSealer(sec.Negotiate.Dialect, sec.Cipher(), ntlm.SessionKey(), hash, session)
+			hc.mu.Lock()
+			hc.seal = prot.seal
+			hc.mu.Unlock()
 		}
 	}
 	if err == nil {
@@ -140,7 +152,10 @@ func (d ProbeDialer) dialTree(ctx context.Context, addr, tree string, creds auth
 		encrypted = hc.sec.encryptedSession()
 		hc.mu.Unlock()
 	}
-	if err == nil && !encrypted {
+	if !encrypted {
+		prot.seal = nil
+	}
+	if err == nil && (!encrypted || prot.seal != nil) {
 		err = hc.handOver(ctx)
 	}
 	if err != nil {
@@ -158,10 +173,10 @@ func (d ProbeDialer) dialTree(ctx context.Context, addr, tree string, creds auth
 	_ = raw.SetDeadline(time.Time{})
 	hc.mu.Lock()
 	defer hc.mu.Unlock()
-	if encrypted {
+	if encrypted && prot.seal == nil { // a cipher the driver does not implement: go-smb2 keeps the session
 		return handedOver{conn: raw, sec: hc.sec, gs: sess, broken: hc.broken}, nil
 	}
-	return handedOver{conn: raw, session: hc.session, tree: hc.tree, next: hc.next, credits: hc.credits, sec: hc.sec, sign: sign}, nil
+	return handedOver{conn: raw, session: hc.session, tree: hc.tree, next: hc.next, credits: hc.credits, sec: hc.sec, prot: prot}, nil
 }
 
 // Echo sends one SMB2 ECHO and waits for its answer until ctx ends. Any
@@ -179,7 +194,15 @@ func (s *ProbeSession) Echo(ctx context.Context) error {
 	defer interruptOn(ctx, func() { _ = s.conn.SetDeadline(time.Unix(1, 0)) })()
 	id := s.next
 	s.next++
-	if _, err := s.conn.Write(wire.EchoRequest(id)); err != nil {
+	req := wire.EchoRequest(id)
+	if s.prot.seal != nil {
+		binary.LittleEndian.PutUint64(req[4+40:], s.session) // an encrypted request names its session
+	}
+	req, err := s.prot.outgoing(req)
+	if err != nil {
+		return err
+	}
+	if _, err := s.conn.Write(req); err != nil {
 		return ioErr(ctx, err)
 	}
 	for range 16 {
@@ -188,6 +211,9 @@ func (s *ProbeSession) Echo(ctx context.Context) error {
 			return ioErr(ctx, err)
 		}
 		s.buf = msg[:0]
+		if msg, err = s.prot.incoming(msg); err != nil {
+			return err
+		}
 		h, err := wire.ParseHeader(msg)
 		if err != nil {
 			return err
@@ -270,19 +296,23 @@ func ioErr(ctx context.Context, err error) error {
 // it used, and then takes the connection back from it.
 type handoverConn struct {
 	net.Conn
-	mu       sync.Mutex
-	frames   frameScanner // what go-smb2 read, split into messages
-	session  uint64       // from the TREE_CONNECT answer
-	tree     uint32
-	sec      Security // from the NEGOTIATE, SESSION_SETUP and TREE_CONNECT answers
-	preauth  preauth  // the 3.1.1 preauthentication hash of the setup, for signing
-	next     uint64
-	credits  int // granted minus charged, as far as go-smb2 went
-	taken    atomic.Bool
-	released chan struct{} // closed when go-smb2's receiver has let go
-	once     sync.Once
-	broken   chan struct{} // closed when a read fails before any hand-over
-	breakOne sync.Once
+	mu      sync.Mutex
+	frames  frameScanner // what go-smb2 read, split into messages
+	session uint64       // from the TREE_CONNECT answer
+	tree    uint32
+	sec     Security // from the NEGOTIATE, SESSION_SETUP and TREE_CONNECT answers
+	preauth preauth  // the 3.1.1 preauthentication hash of the setup, for signing
+	// setupSession is the SessionId of the SESSION_SETUP answers; seal,
+	// once set, decrypts the encrypted messages that follow.
+	setupSession uint64
+	seal         *sealer
+	next         uint64
+	credits      int // granted minus charged, as far as go-smb2 went
+	taken        atomic.Bool
+	released     chan struct{} // closed when go-smb2's receiver has let go
+	once         sync.Once
+	broken       chan struct{} // closed when a read fails before any hand-over
+	breakOne     sync.Once
 }
 
 // Write passes go-smb2's writes on and records the next message ID.
@@ -291,11 +321,19 @@ func (c *handoverConn) Write(b []byte) (int, error) {
 	if c.taken.Load() {
 		return 0, net.ErrClosed
 	}
-	if h, err := wire.ParseHeader(b); err == nil && !h.Response() {
+	c.mu.Lock()
+	msg := b
+	if wire.IsTransform(b) && c.seal != nil {
+		if plain, err := c.seal.openOwn(b); err == nil {
+			msg = plain
+		}
+	}
+	c.mu.Unlock()
+	if h, err := wire.ParseHeader(msg); err == nil && !h.Response() {
 		c.mu.Lock()
 		c.next = max(c.next, h.MessageID+uint64(max(h.CreditCharge, 1)))
 		c.credits -= int(max(h.CreditCharge, 1))
-		c.preauth.request(h, b)
+		c.preauth.request(h, msg)
 		c.mu.Unlock()
 	}
 	return c.Conn.Write(b)
@@ -324,7 +362,18 @@ func (c *handoverConn) scan(b []byte) {
 	defer c.mu.Unlock()
 	c.frames.feed(b, func(msg []byte) {
 		c.sec.observe(msg)
+		if wire.IsTransform(msg) && c.seal != nil {
+			plain, err := c.seal.open(msg)
+			if err != nil {
+				return
+			}
+			msg = plain
+			c.sec.observe(msg)
+		}
 		if h, err := wire.ParseHeader(msg); err == nil && h.Response() {
+			if h.Command == wire.CmdSessionSetup {
+				c.setupSession = h.SessionID
+			}
 			c.preauth.answer(h, msg)
 			c.credits += int(h.CreditResponse)
 			if h.Command == wire.CmdTreeConnect && h.Status == wire.StatusSuccess {

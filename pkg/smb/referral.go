@@ -47,7 +47,9 @@ func (s *ProbeSession) Referral(ctx context.Context, path string) (dfs.Response,
 	dl, _ := ctx.Deadline()
 	_ = s.conn.SetDeadline(dl)
 	defer interruptOn(ctx, func() { _ = s.conn.SetDeadline(time.Unix(1, 0)) })()
-	s.sign.sign(req)
+	if req, err = s.prot.outgoing(req); err != nil {
+		return dfs.Response{}, err
+	}
 	if _, err := s.conn.Write(req); err != nil {
 		return dfs.Response{}, ioErr(ctx, err)
 	}
@@ -55,6 +57,9 @@ func (s *ProbeSession) Referral(ctx context.Context, path string) (dfs.Response,
 		msg, err := wire.ReadFrame(s.rd, nil)
 		if err != nil {
 			return dfs.Response{}, ioErr(ctx, err)
+		}
+		if msg, err = s.prot.incoming(msg); err != nil {
+			return dfs.Response{}, err
 		}
 		h, err := wire.ParseHeader(msg)
 		if err != nil {

@@ -4,6 +4,7 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/sha512"
 	"encoding/binary"
@@ -112,14 +113,19 @@ func (s *signer) sign(frame []byte) {
 
 // kdf is SP800-108 in counter mode with HMAC-SHA256 (MS-SMB2 3.1.4.2),
 // one round: a 128-bit key.
-func kdf(ki, label, context []byte) []byte {
+func kdf(ki, label, context []byte) []byte { return kdfBits(ki, label, context, 128) }
+
+// kdfBits is kdf for a key of bits (128 or 256: one HMAC-SHA256 round).
+func kdfBits(ki, label, context []byte, bits int) []byte {
 	m := hmac.New(sha256.New, ki)
 	m.Write([]byte{0, 0, 0, 1}) // i
 	m.Write(label)
 	m.Write([]byte{0}) // separator
 	m.Write(context)
-	m.Write([]byte{0, 0, 0, 128}) // L: bits
-	return m.Sum(nil)[:16]
+	var l [4]byte
+	binary.BigEndian.PutUint32(l[:], uint32(bits)) //nolint:gosec // 128 or 256
+	m.Write(l[:])
+	return m.Sum(nil)[:bits/8]
 }
 
 // cmac is AES-CMAC (RFC 4493) of msg under the block cipher b.
@@ -170,3 +176,93 @@ func cmac(b cipher.Block, msg []byte) []byte {
 	b.Encrypt(x[:], x[:])
 	return x[:]
 }
+
+// Ciphers (MS-SMB2 2.2.3.1.2) the driver can encrypt its own requests
+// with: the AES-GCM ones. With AES-CCM the session stays go-smb2's.
+const (
+	cipherAES128GCM = 0x0002
+	cipherAES256GCM = 0x0004
+)
+
+// sealer encrypts the requests and decrypts the answers of one encrypted
+// 3.1.1 session (MS-SMB2 3.1.4.3, 3.2.4.1.8).
+type sealer struct {
+	session  uint64
+	enc, dec cipher.AEAD
+}
+
+// newSealer derives a 3.1.1 session's encryption keys from its session key
+// and preauthentication hash; nil when the dialect or cipher is not one
+// the driver handles.
+func newSealer(dialect, cipherID uint16, sessionKey []byte, hash [sha512.Size]byte, session uint64) (*sealer, error) {
+	bits := 0
+	switch {
+	case dialect != dialect311 || len(sessionKey) == 0:
+		return nil, nil
+	case cipherID == cipherAES128GCM:
+		bits = 128
+	case cipherID == cipherAES256GCM:
+		bits = 256
+	default:
+		return nil, nil
+	}
+	aead := func(label string) (cipher.AEAD, error) {
+		b, err := aes.NewCipher(kdfBits(sessionKey, []byte(label), hash[:], bits))
+		if err != nil {
+			return nil, fmt.Errorf("encryption: %w", err)
+		}
+		return cipher.NewGCM(b)
+	}
+	enc, err := aead("SMBC2SCipherKey\x00")
+	if err != nil {
+		return nil, err
+	}
+	dec, err := aead("SMBS2CCipherKey\x00")
+	if err != nil {
+		return nil, err
+	}
+	return &sealer{session: session, enc: enc, dec: dec}, nil
+}
+
+// seal encrypts the framed request frame.
+func (s *sealer) seal(frame []byte) ([]byte, error) {
+	var nonce [12]byte
+	if _, err := rand.Read(nonce[:]); err != nil {
+		return nil, fmt.Errorf("encryption nonce: %w", err)
+	}
+	return wire.SealTransform(s.enc, s.session, nonce[:], frame)
+}
+
+// open decrypts an answer; a message that is not encrypted is returned as
+// it is (the server decides: STATUS_PENDING interim answers may come in
+// the clear).
+func (s *sealer) open(msg []byte) ([]byte, error) {
+	if s == nil || !wire.IsTransform(msg) {
+		return msg, nil
+	}
+	return wire.OpenTransform(s.dec, s.session, msg)
+}
+
+// openOwn decrypts a request this client sent (to read its header).
+func (s *sealer) openOwn(msg []byte) ([]byte, error) {
+	return wire.OpenTransform(s.enc, s.session, msg)
+}
+
+// protection is what the server requires of a session's requests: signed
+// (sign), encrypted (seal, which supersedes signing), or neither.
+type protection struct {
+	sign *signer
+	seal *sealer
+}
+
+// outgoing signs or encrypts the framed request frame.
+func (p protection) outgoing(frame []byte) ([]byte, error) {
+	if p.seal != nil {
+		return p.seal.seal(frame)
+	}
+	p.sign.sign(frame)
+	return frame, nil
+}
+
+// incoming decrypts an encrypted answer; others pass as they are.
+func (p protection) incoming(msg []byte) ([]byte, error) { return p.seal.open(msg) }

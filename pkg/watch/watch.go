@@ -433,12 +433,12 @@ func (w *Watcher) lost(d *dir, err error) {
 		d.state.Since = time.Now()
 		klog.InfoS("directory watch lost; its volumes are polled until it is back", "dir", d.key, "err", err)
 	}
-	// A server that requires encryption cannot be watched: not a loss, and
+	// A server that requires AES-CCM encryption cannot be watched: not a loss, and
 	// no alert, but its volumes are polled. Tried again at each backoff,
 	// in case its settings change.
 	unsupported := errors.Is(err, smb.ErrEncrypted)
 	if unsupported && !d.state.Unsupported {
-		klog.InfoS("directory not watched: the server requires encryption; its volumes are polled", "dir", d.key, "err", err)
+		klog.InfoS("directory not watched: the server requires an encryption the driver does not implement; its volumes are polled", "dir", d.key, "err", err)
 	}
 	d.state.Watching, d.state.Unsupported, d.state.Message = false, unsupported, err.Error()
 	w.publishLocked(d)

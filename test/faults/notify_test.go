@@ -243,20 +243,31 @@ func TestTreeConnAgainstSamba(t *testing.T) {
 	}
 }
 
-// TestNotifyOnServerThatRequiresSigning: Samba 4.17 with "server signing
-// = mandatory" refuses unsigned requests on a session (STATUS_ACCESS_DENIED,
-// measured), so the watch's CREATE, CHANGE_NOTIFY, CANCEL and CLOSE are
-// signed with the session's key (pkg/smb/signing.go); the watch works end
-// to end there.
-func TestNotifyOnServerThatRequiresSigning(t *testing.T) {
-	withServerConf(t, "server signing = mandatory\n")
-	f := newNotifyFixture(t, dirwatch.Options{}, "pvc-1")
-	t.Cleanup(f.Acquire(f.target("pvc-1"), labCreds))
-	f.waitDir(t, "pvc-1", time.Now(), 15*time.Second, is(health.DirPresent, ""))
-	start := time.Now()
-	if err := os.RemoveAll(filepath.Join(f.disk, "pvc-1")); err != nil {
-		t.Fatal(err)
+// TestNotifyOnProtectedServers: Samba 4.17 refuses unsigned requests on a
+// session when it requires signing (STATUS_ACCESS_DENIED, measured) and
+// drops the connection on unencrypted ones when it requires encryption
+// (measured), so the watch's CREATE, CHANGE_NOTIFY, CANCEL and CLOSE are
+// signed, or encrypted, with the session's keys (pkg/smb/signing.go); the
+// watch works end to end on both.
+func TestNotifyOnProtectedServers(t *testing.T) {
+	for _, c := range []struct{ name, conf string }{
+		{"signing", "server signing = mandatory\n"},
+		{"encryption", "smb encrypt = required\n"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			withServerConf(t, c.conf)
+			f := newNotifyFixture(t, dirwatch.Options{}, "pvc-1")
+			t.Cleanup(f.Acquire(f.target("pvc-1"), labCreds))
+			f.waitDir(t, "pvc-1", time.Now(), 15*time.Second, is(health.DirPresent, ""))
+			start := time.Now()
+			if err := os.RemoveAll(filepath.Join(f.disk, "pvc-1")); err != nil {
+				t.Fatal(err)
+			}
+			took := f.waitDir(t, "pvc-1", start, 3*time.Second, is(health.DirMissing, ""))
+			fmt.Printf("RESULT notify on a server that requires %s: removal seen after %v\n", c.name, took)
+			if ws := f.watchState(); !ws.Watching || ws.Losses != 0 {
+				t.Fatalf("watch %+v", ws)
+			}
+		})
 	}
-	took := f.waitDir(t, "pvc-1", start, 3*time.Second, is(health.DirMissing, ""))
-	fmt.Printf("RESULT notify on a server that requires signing: the signed watch works, removal seen after %v\n", took)
 }
