@@ -46,9 +46,9 @@ type ProbeSession struct {
 	session uint64 // SessionId and TreeId of the IPC$ tree go-smb2 connected
 	tree    uint32
 	sec     Security
-	// gs is go-smb2's session, kept when the server encrypts it: then
-	// ECHOs go through go-smb2, which encrypts them, and broken closes
-	// when its connection fails.
+	// gs is go-smb2's session, kept when the server encrypts it with a
+	// cipher the driver does not implement (AES-CCM): then ECHOs go
+	// through go-smb2, and broken closes when its connection fails.
 	gs     *smb2.Session
 	broken <-chan struct{}
 	prot   protection // signs or encrypts what the session sends, as the server requires
@@ -91,7 +91,7 @@ type handedOver struct {
 	credits int
 	sec     Security
 	// gs is set instead of a hand-over when the server encrypts the
-	// session: go-smb2 keeps the connection (see Encrypted).
+	// session with AES-CCM: go-smb2 keeps the connection.
 	gs     *smb2.Session
 	broken <-chan struct{}
 	// prot signs or encrypts the requests sent on the session, as the

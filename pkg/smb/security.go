@@ -22,7 +22,8 @@ type Security struct {
 	SessionDone  bool
 	// Tree is the TREE_CONNECT answer (valid when TreeDone): for IPC$ on a
 	// probe session, for the share in StatShare. An encrypted session's
-	// tree connect answer cannot be read.
+	// tree connect answer is read only where the driver holds the keys
+	// (AES-GCM on a probe or watch session), not in StatShare.
 	Tree     wire.TreeConnectResponse
 	TreeDone bool
 	// Answers counts the SMB2 answers read during the setup, Signed those

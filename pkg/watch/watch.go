@@ -299,10 +299,19 @@ func (w *Watcher) session(ctx context.Context, d *dir) error {
 		<-events
 		return err
 	}
+	// held is a RENAMED_OLD_NAME that ended an answer: its NEW_NAME may
+	// come in the next one (measured with Samba under load), so it waits
+	// renamePairWait for it before it counts as the name gone.
+	var held []wire.NotifyEvent
+	var heldFor <-chan time.Time
 	for {
 		var r notifyResult
 		select {
 		case r = <-events:
+		case <-heldFor:
+			w.apply(d, held, nil, true)
+			held, heldFor = nil, nil
+			continue
 		case <-d.confirm:
 			if err := w.lookUp(sctx, d, creds); err != nil {
 				stop()
@@ -315,6 +324,7 @@ func (w *Watcher) session(ctx context.Context, d *dir) error {
 		case kicked.Load():
 			return errors.New("the prober finds the server unreachable")
 		case errors.Is(r.err, smb.ErrNotifyOverflow):
+			held, heldFor = nil, nil // the listing says where the names stand
 			arm()
 			if err := w.rescan(sctx, d, creds); err != nil {
 				stop()
@@ -329,9 +339,19 @@ func (w *Watcher) session(ctx context.Context, d *dir) error {
 			return r.err
 		}
 		arm()
-		w.apply(d, r.events, nil, true)
+		evs := slices.Concat(held, r.events)
+		held, heldFor = nil, nil
+		if n := len(evs); n > 0 && evs[n-1].Action == wire.ActionRenamedOldName {
+			held, heldFor = evs[n-1:], time.After(renamePairWait)
+			evs = evs[:n-1]
+		}
+		w.apply(d, evs, nil, true)
 	}
 }
+
+// renamePairWait bounds the wait for the NEW_NAME of a rename whose
+// OLD_NAME ended a notify answer.
+const renamePairWait = 200 * time.Millisecond
 
 type notifyResult struct {
 	events []wire.NotifyEvent

@@ -369,3 +369,34 @@ func TestWatchOnAServerThatRequiresEncryption(t *testing.T) {
 		}
 	})
 }
+
+// TestRenameAcrossTwoAnswers: Samba can end one notify answer with a
+// rename's OLD_NAME and start the next with its NEW_NAME; that is still a
+// rename. An OLD_NAME no NEW_NAME follows counts as the name gone.
+func TestRenameAcrossTwoAnswers(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s, store := watchingOne(t)
+		s.change(wire.NotifyEvent{Action: wire.ActionRenamedOldName, Name: "pvc-1"})
+		synctest.Wait()
+		if v := dirOf(t, store, "pvc-1"); v.State != health.DirPresent {
+			t.Fatalf("before the NEW_NAME: %+v (the rename's first half must wait)", v)
+		}
+		time.Sleep(50 * time.Millisecond)
+		s.change(wire.NotifyEvent{Action: wire.ActionRenamedNewName, Name: "pvc-1.old"})
+		synctest.Wait()
+		if v := dirOf(t, store, "pvc-1"); v.State != health.DirMissing || v.RenamedTo != "pvc-1.old" {
+			t.Fatalf("after the NEW_NAME: %+v", v)
+		}
+		s.change(wire.NotifyEvent{Action: wire.ActionRenamedNewName, Name: "pvc-1"}) // back
+		synctest.Wait()
+		s.change(wire.NotifyEvent{Action: wire.ActionRenamedOldName, Name: "pvc-1"}) // moved out of the directory
+		time.Sleep(renamePairWait)
+		synctest.Wait()
+		if v := dirOf(t, store, "pvc-1"); v.State != health.DirMissing || v.RenamedTo != "" {
+			t.Fatalf("an OLD_NAME alone: %+v", v)
+		}
+		if ws := store.Watches()[base.WatchKey()]; ws.Renamed != 1 || ws.Removed != 1 || ws.Restored != 1 {
+			t.Fatalf("totals %+v, want 1 renamed, 1 removed, 1 restored", ws)
+		}
+	})
+}
