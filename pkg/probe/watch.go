@@ -216,9 +216,12 @@ func keepAlive(ctx context.Context, conn WatchConn, dir string, o WatchOptions) 
 		case errors.Is(err, os.ErrNotExist):
 			_ = conn.Close()
 			return err
-		case err != nil:
+		case errors.Is(err, context.DeadlineExceeded):
 			_ = conn.Close()
 			return fmt.Errorf("the server did not answer a check within %v: %w", o.Timeout, err)
+		case err != nil:
+			_ = conn.Close()
+			return fmt.Errorf("check of the directory: %w", err)
 		}
 	}
 }
