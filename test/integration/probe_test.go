@@ -48,21 +48,7 @@ func runProbe(t *testing.T, env []string, args ...string) (int, string, string) 
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, append([]string{"probe", "--timeout", "2s", "--count", "3"}, args...)...)
 	cmd.Env = append([]string{}, env...) // exactly env: nothing inherited
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	code := 0
-	var exit *exec.ExitError
-	switch {
-	case errors.As(err, &exit):
-		code = exit.ExitCode()
-	case err != nil:
-		t.Fatalf("csi-smb probe %v: %v", args, err)
-	}
-	if strings.Contains(out.String()+errb.String(), lab.Password) {
-		t.Fatalf("the output carries the password:\n%s%s", out.String(), errb.String())
-	}
-	return code, out.String(), errb.String()
+	return lab.RunCLI(t, cmd)
 }
 
 // credentialsFile writes a mount.cifs credentials file for the lab user.

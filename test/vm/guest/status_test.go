@@ -3,10 +3,8 @@
 package guest
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os/exec"
 	"path/filepath"
@@ -27,21 +25,8 @@ func runStatus(t *testing.T, args ...string) (int, string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, filepath.Join(hostDir, "bin", "csi-smb"), append([]string{"status", "--endpoint", "unix://" + socket}, args...)...)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	code := 0
-	var exit *exec.ExitError
-	switch {
-	case errors.As(err, &exit):
-		code = exit.ExitCode()
-	case err != nil:
-		t.Fatalf("csi-smb status: %v", err)
-	}
-	if strings.Contains(out.String()+errb.String(), lab.Password) {
-		t.Fatal("csi-smb status printed the password")
-	}
-	return code, out.String() + errb.String()
+	code, out, errs := lab.RunCLI(t, cmd)
+	return code, out + errs
 }
 
 // statusOf returns the volumes `csi-smb status --json` lists, by ID.
