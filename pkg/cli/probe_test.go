@@ -6,12 +6,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io/fs"
-	"net"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"syscall"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -35,15 +33,7 @@ type lab struct {
 
 func (l *lab) deps() probe.Deps {
 	return probe.Deps{
-		Dial: func(_ context.Context, _, addr string) (net.Conn, error) {
-			srv := l.servers[addr]
-			if srv == nil {
-				return nil, &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}
-			}
-			c, s := net.Pipe()
-			go func() { _ = srv.ServeConn(l.ctx, s) }()
-			return c, nil
-		},
+		Dial: smbresponder.Network(l.servers).Dial(l.ctx),
 		Stat: func(_ context.Context, addr, share, path string, creds auth.Credentials) (smb.ShareStat, error) {
 			if creds.Username == "bob" {
 				return smb.ShareStat{}, fmt.Errorf("logon: %w", smb.ErrAuth)

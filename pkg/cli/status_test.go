@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"net"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -48,15 +47,7 @@ func startNode(t *testing.T, mode string) *node {
 		"10.0.0.3:445": smbresponder.New(smbresponder.Options{}),
 		"10.0.0.9:445": smbresponder.New(smbresponder.Options{}),
 	}
-	dial := func(_ context.Context, _, addr string) (net.Conn, error) {
-		srv := servers[addr]
-		if srv == nil {
-			return nil, unix.ECONNREFUSED
-		}
-		c, s := net.Pipe()
-		go func() { _ = srv.ServeConn(ctx, s) }()
-		return c, nil
-	}
+	dial := smbresponder.Network(servers).Dial(ctx)
 	opts := driver.DefaultOptions()
 	opts.Mode, opts.NodeID, opts.DFSFailover, opts.Endpoint, opts.Version = mode, "node-1", false, n.endpoint, "test"
 	p, err := plugin.New(opts, plugin.Parts{Dial: dial, Mounter: mounttest.New(), Statfs: func(path string, st *unix.Statfs_t) error {

@@ -5,12 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io/fs"
-	"net"
 	"os"
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -26,23 +24,6 @@ import (
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 const password = "Pw-Probe-3k9"
-
-// network routes each host:port to an in-process SMB2 responder over
-// net.Pipe; an address without one refuses the connection.
-type network struct {
-	ctx     context.Context
-	servers map[string]*smbresponder.Server
-}
-
-func (n *network) dial(_ context.Context, _, addr string) (net.Conn, error) {
-	srv := n.servers[addr]
-	if srv == nil {
-		return nil, &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}
-	}
-	c, s := net.Pipe()
-	go func() { _ = srv.ServeConn(n.ctx, s) }()
-	return c, nil
-}
 
 // shares answers stats from a table: "addr share path" -> a directory, a
 // file, or an error.
@@ -88,8 +69,7 @@ func probe(t *testing.T, servers map[string]*smbresponder.Server, st shares, tar
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	n := &network{ctx: ctx, servers: servers}
-	deps := Deps{Dial: n.dial}
+	deps := Deps{Dial: smbresponder.Network(servers).Dial(ctx)}
 	if st != nil {
 		deps.Stat = st.stat
 	}

@@ -323,19 +323,17 @@ func (c *handoverConn) Write(b []byte) (int, error) {
 	}
 	c.mu.Lock()
 	msg := b
-	if wire.IsTransform(b) && c.seal != nil {
+	if wire.IsTransform(b) && c.seal != nil { // go-smb2 encrypted it: read the header inside
 		if plain, err := c.seal.openOwn(b); err == nil {
 			msg = plain
 		}
 	}
-	c.mu.Unlock()
 	if h, err := wire.ParseHeader(msg); err == nil && !h.Response() {
-		c.mu.Lock()
 		c.next = max(c.next, h.MessageID+uint64(max(h.CreditCharge, 1)))
 		c.credits -= int(max(h.CreditCharge, 1))
 		c.preauth.request(h, msg)
-		c.mu.Unlock()
 	}
+	c.mu.Unlock()
 	return c.Conn.Write(b)
 }
 

@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"net"
 	"sync"
+	"time"
 
 	smb2 "github.com/cloudsoda/go-smb2"
 
@@ -63,7 +64,7 @@ func (d ProbeDialer) dialFunc() DialFunc {
 	if d.Dial != nil {
 		return d.Dial
 	}
-	nd := &net.Dialer{}
+	nd := &net.Dialer{KeepAlive: 15 * time.Second}
 	if d.Mark != 0 {
 		nd.Control = markSocket(d.Mark)
 	}

@@ -164,7 +164,7 @@ func ReadFrame(r io.Reader, buf []byte) ([]byte, error) {
 // input on the given session and tree, FileId all ones (no open file, as
 // FSCTL_DFS_GET_REFERRALS wants), asking for at most maxOut bytes of
 // output. It charges and asks for one credit: input and output stay under
-// 64 KiB. Unsigned: for sessions that do not require signing.
+// 64 KiB. Unsigned: pkg/smb signs or encrypts it when the session requires.
 func IoctlRequest(messageID, sessionID uint64, treeID, ctlCode uint32, input []byte, maxOut uint32) ([]byte, error) {
 	if len(input) > MaxProbeFrame-HeaderSize-ioctlFixedSize || maxOut > MaxProbeFrame-HeaderSize-ioctlRespFixed {
 		return nil, fmt.Errorf("IOCTL input %d or output %d bytes over one credit", len(input), maxOut)
